@@ -1,0 +1,112 @@
+"""The run directory: every path a stage writes or reads, in one place.
+
+``runs/<name>-<timestamp>/`` is always handled as an absolute path (Tune changes a trial's
+working directory). Later commands (report, serve, bench) take the run directory only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from raydistill.platform.errors import CheckpointError
+
+TUNE_EXPERIMENT = "students"
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Paths inside one run directory (absolute)."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root).expanduser().resolve())
+
+    @classmethod
+    def create(cls, runs_dir: str | Path, name: str) -> "RunDir":
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+        run = cls(Path(runs_dir) / f"{name}-{stamp}")
+        run.root.mkdir(parents=True, exist_ok=False)
+        return run
+
+    @classmethod
+    def existing(cls, path: str | Path) -> "RunDir":
+        run = cls(Path(path))
+        if not run.config.is_file():
+            raise CheckpointError(f"{run.root} is not a run directory (no config.yaml)")
+        return run
+
+    config = property(lambda self: self.root / "config.yaml")
+    meta = property(lambda self: self.root / "meta.json")
+    stages = property(lambda self: self.root / "stages.json")
+    train = property(lambda self: self.root / "train")
+    teacher = property(lambda self: self.root / "teacher")
+    tokenizer = property(lambda self: self.root / "tokenizer")
+    al = property(lambda self: self.root / "al")
+    al_curve = property(lambda self: self.root / "al" / "curve.csv")
+    cache = property(lambda self: self.root / "cache")
+    tune = property(lambda self: self.root / "tune")
+    tune_experiment = property(lambda self: self.root / "tune" / TUNE_EXPERIMENT)
+    student = property(lambda self: self.root / "student")
+    report = property(lambda self: self.root / "report.md")
+    results_csv = property(lambda self: self.root / "results.csv")
+    summary_csv = property(lambda self: self.root / "summary.csv")
+    plots = property(lambda self: self.root / "plots")
+    bench_json = property(lambda self: self.root / "bench.json")
+    bench_md = property(lambda self: self.root / "bench.md")
+    # Labels of the evaluation splits and the teacher's logits on them, written by the teacher
+    # stage so the report can compute fidelity and test metrics without running a model.
+    labels = property(lambda self: self.root / "labels")
+
+    def eval_labels(self, split: str) -> Path:
+        return self.labels / f"{split}.npy"
+
+    def teacher_logits(self, split: str) -> Path:
+        return self.teacher / f"{split}_logits.npy"
+
+    def student_logits(self, split: str) -> Path:
+        return self.student / f"{split}_logits.npy"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a file through a temp file + rename: a crash never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True))
+
+
+def save_array(path: Path, array: np.ndarray) -> None:
+    """Save a numpy array atomically (``.npy``, never pickled)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npy")
+    os.close(fd)
+    try:
+        np.save(tmp, np.asarray(array), allow_pickle=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_array(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise CheckpointError(f"missing file {path}")
+    return np.load(path, allow_pickle=False)
