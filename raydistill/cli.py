@@ -1,0 +1,192 @@
+"""``raydistill run|teacher|sweep|report|serve|bench|validate``.
+
+Every command that works on an existing run takes the run directory. Errors raised on purpose
+(:class:`RaydistillError`) print one clear message and exit 2; anything else is a bug and
+keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from raydistill.platform.errors import RaydistillError
+
+
+def _add_overrides(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set teacher.num_layers=6 (repeatable)")
+    p.add_argument("--verbose", action="store_true", help="show Ray's own log output")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="raydistill", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="the whole study: teacher -> sweep -> report -> serve -> bench")
+    p.add_argument("config", nargs="?", help="experiment YAML (default: configs/quickstart.yaml)")
+    p.add_argument("--no-serve", action="store_true", help="skip serving and the benchmark")
+    p.add_argument("--keep-serving", action="store_true", help="keep the deployments up (Ctrl-C ends)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last finished stage")
+    _add_overrides(p)
+    p = sub.add_parser("teacher", help="train the teacher with active learning (a new run)")
+    p.add_argument("config")
+    _add_overrides(p)
+    p = sub.add_parser("sweep", help="the student sweep for a run whose teacher exists")
+    p.add_argument("run_dir")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted sweep (Tuner.restore)")
+    _add_overrides(p)
+    p = sub.add_parser("report", help="write report.md, CSVs and plots from a run's files")
+    p.add_argument("run_dir")
+    p = sub.add_parser("serve", help="serve a run's student and teacher over HTTP until Ctrl-C")
+    p.add_argument("run_dir")
+    p.add_argument("--host", default=None)
+    p.add_argument("--port", type=int, default=None)
+    p.add_argument("--verbose", action="store_true")
+    p = sub.add_parser("bench", help="throughput of student vs teacher, in process and over HTTP")
+    p.add_argument("run_dir")
+    _add_overrides(p)
+    p = sub.add_parser("validate", help="check a config without running it")
+    p.add_argument("config")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    return parser
+
+
+def cmd_validate(args) -> int:
+    from raydistill.platform.config import dump_config, load_config
+
+    print(dump_config(load_config(args.config, args.overrides)), end="")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from raydistill.pipeline import default_config_path, new_run, open_run, ray_session, run_study
+    from raydistill.platform.config import load_config
+
+    if args.resume:
+        run, cfg = open_run(args.resume, args.overrides)
+    else:
+        cfg = load_config(args.config or default_config_path(), args.overrides)
+        run = new_run(cfg)
+    print(f"run directory: {run.root}", flush=True)
+    with ray_session(args.verbose):
+        summary = run_study(cfg, run, serve=not args.no_serve, keep_serving=args.keep_serving)
+        _print_summary(summary)
+        if args.keep_serving and not args.no_serve:
+            _block_until_interrupted(f"serving at http://{cfg.serve.host}:{cfg.serve.port}/")
+    return 0
+
+
+def _print_summary(summary: dict) -> None:
+    winner = summary["winner"]
+    print("\n=== summary ===")
+    print(f"winner: {winner['strategy']} (teacher layers {winner.get('teacher_layers')}), "
+          f"T={winner['temperature']:g}, val acc (mean over seeds) {winner['metrics']['val_accuracy_mean']:.4f}, "
+          f"test acc {winner['metrics']['test_accuracy']:.4f}; "
+          f"teacher val acc {summary['teacher_validation_accuracy']:.4f}")
+    bench = summary.get("bench")
+    if bench:
+        for line in bench.get("headline", []):
+            print(line)
+    print(f"report: {summary['report']}\nrun directory: {summary['run_dir']} ({summary['wall_s']:.0f}s)")
+
+
+def _block_until_interrupted(message: str) -> None:
+    from raydistill.serve.app import shutdown
+
+    print(f"{message} - press Ctrl-C to stop", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print("shutting down", flush=True)
+    finally:
+        shutdown()
+
+
+def cmd_teacher(args) -> int:
+    from raydistill.pipeline import new_run, ray_session, run_teacher, write_meta
+    from raydistill.platform.config import load_config
+    from raydistill.platform.prepared import prepare_data
+
+    cfg = load_config(args.config, args.overrides)
+    run = new_run(cfg)
+    print(f"run directory: {run.root}", flush=True)
+    with ray_session(args.verbose):
+        data = prepare_data(cfg, run)
+        write_meta(run, data)
+        run_teacher(cfg, run, data)
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from raydistill.pipeline import _mark_done, open_run, ray_session
+    from raydistill.platform.errors import CheckpointError
+    from raydistill.platform.prepared import prepare_data
+    from raydistill.trainables.student import export_winner, run_sweep
+
+    run, cfg = open_run(args.run_dir, args.overrides)
+    stages = json.loads(run.stages.read_text()) if run.stages.is_file() else {}
+    if "teacher" not in stages:
+        raise CheckpointError(f"{run.root} has no finished teacher stage: run `raydistill teacher` first")
+    with ray_session(args.verbose):
+        data = prepare_data(cfg, run)
+        run_sweep(cfg, run, data, stages["teacher"]["labeled"], resume=args.resume)
+        _mark_done(run, "sweep", {})
+        _mark_done(run, "winner", export_winner(cfg, run, data))
+    print(f"sweep results: {run.tune_experiment}\nnext: raydistill report {run.root}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from raydistill.platform.report import format_table, load_results, summarize, write_report
+    from raydistill.platform.rundir import RunDir
+
+    run = RunDir.existing(args.run_dir)
+    path = write_report(run.root)
+    print(format_table(summarize(load_results(run.root))))
+    print(f"report: {path}")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from raydistill.pipeline import open_run, ray_session
+    from raydistill.serve.app import deploy
+
+    run, cfg = open_run(args.run_dir)
+    with ray_session(args.verbose):
+        url = deploy(run.root, host=args.host or cfg.serve.host, port=args.port or cfg.serve.port)
+        print(f"page: {url}/\nAPI:  {url}/v1/classify  {url}/v1/models  {url}/healthz  docs: {url}/docs")
+        _block_until_interrupted("serving")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from raydistill.pipeline import open_run, ray_session, serve_and_bench
+
+    run, cfg = open_run(args.run_dir, args.overrides)
+    with ray_session(args.verbose):
+        bench = serve_and_bench(cfg, run, keep_serving=False)
+    for line in bench.get("headline", []):
+        print(line)
+    print(f"bench: {run.bench_md}")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "teacher": cmd_teacher, "sweep": cmd_sweep, "report": cmd_report,
+            "serve": cmd_serve, "bench": cmd_bench, "validate": cmd_validate}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except RaydistillError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""The end-to-end study: teacher (active learning) -> student sweep -> winner -> report ->
+serve + bench. Each finished stage is recorded in ``stages.json``, so ``--resume RUN_DIR``
+continues from the first unfinished one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform as std_platform
+import subprocess
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from raydistill.platform.config import ExperimentConfig, dump_config, load_config
+from raydistill.platform.rundir import RunDir, atomic_write_json, atomic_write_text
+
+STAGES = ("teacher", "sweep", "winner", "report", "serve")
+QUICKSTART = Path(__file__).resolve().parent.parent / "configs" / "quickstart.yaml"
+
+# Ray reads these when it starts; set before ``ray.init`` so local workers inherit them.
+_RAY_ENV = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
+    "TOKENIZERS_PARALLELISM": "false",
+    "RAY_DEDUP_LOGS": "1",
+}
+
+
+def default_config_path() -> Path:
+    """``configs/quickstart.yaml`` from the checkout (or the current directory)."""
+    for candidate in (QUICKSTART, Path.cwd() / "configs" / "quickstart.yaml"):
+        if candidate.is_file():
+            return candidate
+    return QUICKSTART
+
+
+@contextmanager
+def ray_session(verbose: bool = False) -> Iterator[None]:
+    """Attach to ``RAY_ADDRESS`` when set (``ray job submit``), else start a private local Ray.
+
+    Never attaches to a stray head by accident (``address="local"``); shuts down what it started.
+    """
+    import ray
+
+    for key, value in _RAY_ENV.items():
+        os.environ.setdefault(key, value)
+    started = False
+    if not ray.is_initialized():
+        address = os.environ.get("RAY_ADDRESS") or "local"
+        kwargs: dict[str, Any] = {"address": address, "log_to_driver": verbose}
+        if address == "local":
+            kwargs["include_dashboard"] = False
+        if not verbose:
+            kwargs["logging_level"] = "ERROR"
+        ray.init(**kwargs)
+        started = True
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _git_sha() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def write_meta(run: RunDir, data) -> None:
+    """Versions, git SHA, data and tokenizer hashes: what a reader needs to trust the numbers."""
+    import hashlib
+
+    import ray
+    import torch
+    import transformers
+
+    vocab = json.dumps(data.tokenizer.get_vocab(), sort_keys=True).encode()
+    atomic_write_json(run.meta, {
+        "raydistill": __import__("raydistill").__version__, "ray": ray.__version__,
+        "torch": torch.__version__, "transformers": transformers.__version__,
+        "python": std_platform.python_version(), "machine": std_platform.platform(),
+        "git_sha": _git_sha(), "data_sha256": data.dataset.fingerprint(),
+        "tokenizer_sha256": hashlib.sha256(vocab).hexdigest(),
+        "train_size": len(data.dataset.train), "validation_size": len(data.dataset.validation),
+        "test_size": len(data.dataset.test),
+    })
+
+
+def _stages_done(run: RunDir) -> dict[str, Any]:
+    return json.loads(run.stages.read_text()) if run.stages.is_file() else {}
+
+
+def _mark_done(run: RunDir, stage: str, info: dict[str, Any]) -> None:
+    done = _stages_done(run)
+    done[stage] = {"finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **info}
+    atomic_write_json(run.stages, done)
+
+
+def new_run(cfg: ExperimentConfig) -> RunDir:
+    run = RunDir.create(cfg.runs_dir, cfg.name)
+    atomic_write_text(run.config, dump_config(cfg))
+    return run
+
+
+def open_run(path: str | Path, overrides: list[str] | None = None) -> tuple[RunDir, ExperimentConfig]:
+    """An existing run directory and its resolved config (plus overrides, saved back)."""
+    run = RunDir.existing(path)
+    cfg = load_config(run.config, overrides)
+    if overrides:
+        atomic_write_text(run.config, dump_config(cfg))
+    return run, cfg
+
+
+def _banner(title: str) -> None:
+    print(f"\n=== {title} ===", flush=True)
+
+
+def run_teacher(cfg: ExperimentConfig, run: RunDir, data, fault: dict | None = None) -> dict[str, Any]:
+    from raydistill.platform.report import plot_active_learning
+    from raydistill.trainables.teacher import run_teacher_stage
+
+    _banner(f"teacher: {cfg.teacher.num_layers} layers, {cfg.al.rounds} active-learning rounds ({cfg.al.acquisition})")
+    result = run_teacher_stage(cfg, run, data, fault=fault)
+    plot_active_learning(run.al_curve, run.al / "curve.png")
+    main = result["runs"][0]
+    info = {"labeled": main.labeled, "validation_accuracy": result["validation_accuracy"],
+            "test_accuracy": result["test_accuracy"]}
+    _mark_done(run, "teacher", info)
+    print(f"[teacher] teacher: {run.teacher}\n[teacher] learning curve: {run.al_curve}", flush=True)
+    return info
+
+
+def run_study(cfg: ExperimentConfig, run: RunDir, serve: bool = True, keep_serving: bool = False,
+              fault: dict | None = None) -> dict[str, Any]:
+    """Run every unfinished stage of the study in ``run``; returns a summary for printing."""
+    from raydistill.platform.prepared import prepare_data
+    from raydistill.platform.report import format_table, summarize, load_results, write_report
+    from raydistill.trainables.student import export_winner, run_sweep
+
+    started = time.monotonic()
+    done = _stages_done(run)
+    data = prepare_data(cfg, run)
+    if not run.meta.is_file():
+        write_meta(run, data)
+    teacher = done.get("teacher") or run_teacher(cfg, run, data, fault)
+    if "sweep" not in done:
+        _banner(f"sweep: {len(cfg.sweep.strategies)} strategies x {len(cfg.sweep.temperatures)} "
+                f"temperatures x {len(cfg.sweep.seeds)} seeds")
+        run_sweep(cfg, run, data, teacher["labeled"], resume=run.tune_experiment.exists())
+        _mark_done(run, "sweep", {})
+    winner = done.get("winner") or export_winner(cfg, run, data)
+    if "winner" not in done:
+        _mark_done(run, "winner", winner)
+    _banner("report")
+    report_path = write_report(run.root)
+    _mark_done(run, "report", {"path": str(report_path)})
+    print(format_table(summarize(load_results(run.root))), flush=True)
+    summary = {"run_dir": str(run.root), "report": str(report_path), "winner": winner,
+               "teacher_validation_accuracy": teacher["validation_accuracy"]}
+    if serve:
+        summary["bench"] = serve_and_bench(cfg, run, keep_serving)
+        _mark_done(run, "serve", {})
+    summary["wall_s"] = round(time.monotonic() - started, 1)
+    return summary
+
+
+def serve_and_bench(cfg: ExperimentConfig, run: RunDir, keep_serving: bool) -> dict[str, Any]:
+    """Deploy student + teacher, run the short benchmark, shut down unless asked to keep them."""
+    from raydistill.serve.app import deploy, shutdown
+    from raydistill.serve.bench import run_bench
+
+    _banner("serve + bench")
+    url = deploy(run.root, host=cfg.serve.host, port=cfg.serve.port)
+    print(f"[serve] student and teacher at {url} (page: {url}/, API: {url}/v1/classify)", flush=True)
+    try:
+        bench = run_bench(run.root, cfg.bench, base_url=url)
+    finally:
+        if not keep_serving:
+            shutdown()
+    return bench

@@ -1,0 +1,178 @@
+"""Teacher construction, classifier checkpoints (safetensors only) and batched inference.
+
+Batches everywhere are dicts with ``input_ids``, ``attention_mask``, ``token_type_ids``,
+``labels`` and ``index`` (the example's position in its dataset), so predictions can be put
+back in dataset order whatever the sampler did.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import torch
+from transformers import (
+    AutoModelForSequenceClassification,
+    BertConfig,
+    BertForSequenceClassification,
+    PreTrainedModel,
+)
+
+from raydistill.platform.config import TeacherConfig
+from raydistill.platform.errors import CheckpointError, DataError
+from raydistill.platform.rundir import atomic_write_json
+
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def build_teacher(
+    cfg: TeacherConfig,
+    num_labels: int,
+    vocab_size: int,
+    max_length: int,
+    pad_token_id: int = 0,
+    seed: int = 0,
+) -> PreTrainedModel:
+    """A pretrained classifier (``cfg.pretrained``) or a BERT built from ``cfg``, seeded.
+
+    Raises CheckpointError when the pretrained model cannot be loaded.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if cfg.pretrained:
+            return _from_pretrained(cfg.pretrained, num_labels=num_labels)
+        config = BertConfig(
+            vocab_size=vocab_size,
+            hidden_size=cfg.hidden_size,
+            num_hidden_layers=cfg.num_layers,
+            num_attention_heads=cfg.num_heads,
+            intermediate_size=cfg.intermediate_size,
+            hidden_dropout_prob=cfg.dropout,
+            attention_probs_dropout_prob=cfg.dropout,
+            max_position_embeddings=max_length,
+            type_vocab_size=2,
+            pad_token_id=pad_token_id,
+            num_labels=num_labels,
+        )
+        return BertForSequenceClassification(config)
+
+
+def _from_pretrained(path_or_name: str | Path, **kwargs: Any) -> PreTrainedModel:
+    """safetensors only: transformers would otherwise unpickle a ``.bin`` silently."""
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(
+            str(path_or_name), use_safetensors=True, **kwargs
+        )
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"cannot load a classifier from {path_or_name}: {err}") from None
+
+
+def load_classifier(path: str | Path) -> PreTrainedModel:
+    """A classifier saved by :func:`save_classifier`. Raises CheckpointError if missing/invalid."""
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise CheckpointError(f"{path} is not a saved classifier (no config.json)")
+    return _from_pretrained(path)
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside a DDP / DataParallel wrapper (Ray Train's ``prepare_model`` adds one)."""
+    wrappers = (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)
+    return model.module if isinstance(model, wrappers) else model
+
+
+def save_classifier(
+    model: torch.nn.Module,
+    path: str | Path,
+    tokenizer: Any = None,
+    extra: Mapping[str, Any] | None = None,
+) -> None:
+    """Save an HF directory (safetensors + config [+ tokenizer]) that replaces ``path`` whole.
+
+    ``extra`` maps file names to JSON-serialisable objects written beside the model, e.g.
+    ``{"provenance.json": provenance.to_dict()}``. The directory is written next to ``path``
+    and renamed into place, so a crash leaves the old directory or the new one, never half.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    try:
+        unwrap(model).save_pretrained(tmp, safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        for name, obj in (extra or {}).items():
+            if Path(name).name != name:
+                raise CheckpointError(f"extra file name {name!r} must be a plain file name")
+            atomic_write_json(tmp / name, obj)
+        _replace_dir(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _replace_dir(new: Path, path: Path) -> None:
+    """Move ``new`` to ``path``; an existing ``path`` is moved aside first, then deleted."""
+    old = path.with_name(f".{path.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if path.exists():
+        path.rename(old)
+    new.rename(path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python, numpy and torch (CPU and every CUDA device)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def autocast_context(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA; on CPU nothing (CPU bf16 is slower than fp32 on most machines)."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def model_inputs(batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """The tensors a model's forward takes, on ``device`` (labels and index stay behind)."""
+    return {k: batch[k].to(device, non_blocking=True) for k in MODEL_INPUTS if k in batch}
+
+
+def predict_logits(
+    model: torch.nn.Module, loader: Iterable[Mapping[str, torch.Tensor]], device: torch.device
+) -> torch.Tensor:
+    """float32 logits (N, C) on CPU, row i for the example with the i-th smallest ``index``.
+
+    Runs in eval mode under ``inference_mode``; the model's previous mode is restored.
+    """
+    was_training = model.training
+    model.eval()
+    logits, indices = [], []
+    try:
+        with torch.inference_mode(), autocast_context(device):
+            for batch in loader:
+                logits.append(model(**model_inputs(batch, device)).logits.float().cpu())
+                indices.append(torch.as_tensor(batch["index"]).cpu())
+    finally:
+        model.train(was_training)
+    if not logits:
+        raise DataError("predict_logits got an empty loader")
+    order = torch.argsort(torch.cat(indices))
+    return torch.cat(logits)[order]
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Fraction of rows whose argmax equals the label. Raises DataError when there are none."""
+    if labels.numel() == 0:
+        raise DataError("accuracy of zero examples is undefined")
+    return (logits.argmax(dim=-1) == labels.to(logits.device)).float().mean().item()

@@ -1,0 +1,277 @@
+"""Tokenizer and batching: texts -> token ids once, then padded, length-bucketed batches.
+
+A tokenizer is either pretrained (a local directory or a name) or WordPiece trained here on the
+training texts, offline. Either way it is a fast HF tokenizer that saves with ``save_pretrained``
+and reloads with :func:`load_tokenizer`, so a served model tokenises as it was trained.
+Each split is tokenised once (:func:`encode`); batches pad only to their longest member and
+group similar lengths (:class:`LengthBucketSampler`), which is most of the speed on short texts.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tokenizers import (
+    Tokenizer,
+    decoders,
+    models,
+    normalizers,
+    pre_tokenizers,
+    processors,
+    trainers,
+)
+from torch.utils.data import DataLoader, Dataset, Sampler
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+from raydistill.platform.config import TokenizerConfig
+from raydistill.platform.data import Split
+from raydistill.platform.errors import CheckpointError, DataError
+
+PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
+SPECIAL_TOKENS = [PAD, UNK, CLS, SEP, MASK]  # ids 0..4, in this order
+MODEL_INPUT_NAMES = ["input_ids", "token_type_ids", "attention_mask"]
+BATCH_KEYS = ("input_ids", "attention_mask", "token_type_ids", "labels", "index")
+_ENCODE_CHUNK = 8192  # rows per tokenizer call: bounds the memory of HF's per-row Encoding objects
+_BUCKET_BATCHES = 50  # batches per length-sorted chunk: homogeneous lengths, still shuffled
+
+
+def build_tokenizer(cfg: TokenizerConfig, train_texts: Sequence[str]) -> PreTrainedTokenizerFast:
+    """``cfg.pretrained`` loaded, or a BERT-style WordPiece tokenizer trained on ``train_texts``.
+    Raises CheckpointError if a pretrained one cannot be loaded, DataError if there is no text."""
+    if cfg.pretrained is not None:
+        return load_tokenizer(cfg.pretrained)
+    if not train_texts:
+        raise DataError("cannot train a tokenizer on no texts")
+    tok = Tokenizer(models.WordPiece(unk_token=UNK))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=cfg.lowercase)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=cfg.vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False
+    )
+    tok.train_from_iterator(train_texts, trainer, length=len(train_texts))
+    # The trainer finds the same vocabulary every time but numbers it by hash order; renumber
+    # (specials first, then sorted) so equal data gives an identical tokenizer file and hash.
+    learned = sorted(set(tok.get_vocab()) - set(SPECIAL_TOKENS))
+    vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS + learned)}
+    tok.model = models.WordPiece(vocab=vocab, unk_token=UNK)
+    tok.decoder = decoders.WordPiece()
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{CLS} $A {SEP}",
+        pair=f"{CLS} $A {SEP} $B:1 {SEP}:1",  # second sentence and its [SEP] get type id 1
+        special_tokens=[(CLS, vocab[CLS]), (SEP, vocab[SEP])],
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token=UNK,
+        pad_token=PAD,
+        cls_token=CLS,
+        sep_token=SEP,
+        mask_token=MASK,
+        model_max_length=cfg.max_length,
+        model_input_names=MODEL_INPUT_NAMES,
+    )
+
+
+def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
+    """A fast tokenizer from a ``save_pretrained`` directory (or a hub name, if cached).
+    Raises CheckpointError when it is missing or not a fast tokenizer."""
+    local = Path(path).expanduser()
+    # A path that cannot be a hub name fails here, before HF spends a minute retrying the hub.
+    if (local.is_absolute() or str(path).startswith(".")) and not local.is_dir():
+        raise CheckpointError(f"tokenizer directory not found: {local}")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(local))
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"cannot load a tokenizer from {path}: {err}") from None
+    if not tokenizer.is_fast:
+        raise CheckpointError(f"tokenizer at {path} is not a fast (Rust) tokenizer")
+    return tokenizer
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """A tokenised split, unpadded: one list of ids per example, plus its labels."""
+
+    input_ids: list[list[int]]
+    token_type_ids: list[list[int]]
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    @functools.cached_property
+    def lengths(self) -> np.ndarray:
+        return np.fromiter(map(len, self.input_ids), dtype=np.int64, count=len(self.input_ids))
+
+
+def encode(tokenizer: PreTrainedTokenizerFast, split: Split, max_length: int) -> Encoded:
+    """Tokenise a split once (batched, truncated to ``max_length``, not padded)."""
+    input_ids: list[list[int]] = []
+    token_type_ids: list[list[int]] = []
+    for start in range(0, len(split), _ENCODE_CHUNK):
+        stop = start + _ENCODE_CHUNK
+        pairs = None if split.text_pairs is None else split.text_pairs[start:stop]
+        enc = tokenizer(
+            split.texts[start:stop],
+            pairs,
+            truncation=True,
+            max_length=max_length,
+            return_token_type_ids=True,
+            return_attention_mask=False,
+        )
+        input_ids.extend(enc["input_ids"])
+        token_type_ids.extend(enc["token_type_ids"])
+    return Encoded(input_ids, token_type_ids, split.labels)
+
+
+class EncodedDataset(Dataset):
+    """Item i: its ids, type ids, label and ``index`` i (so scores map back to pool rows)."""
+
+    def __init__(self, encoded: Encoded) -> None:
+        self.encoded = encoded
+
+    def __len__(self) -> int:
+        return len(self.encoded)
+
+    def __getitem__(self, i: int) -> dict:
+        e = self.encoded
+        return {
+            "input_ids": e.input_ids[i],
+            "token_type_ids": e.token_type_ids[i],
+            "label": int(e.labels[i]),
+            "index": i,
+        }
+
+
+def collate(items: list[dict], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Pad to the longest item in the batch; keys ``BATCH_KEYS``, all LongTensor."""
+    width = max(len(it["input_ids"]) for it in items)
+    ids = np.full((len(items), width), pad_token_id, dtype=np.int64)
+    types = np.zeros((len(items), width), dtype=np.int64)
+    mask = np.zeros((len(items), width), dtype=np.int64)
+    for row, it in enumerate(items):
+        n = len(it["input_ids"])
+        ids[row, :n] = it["input_ids"]
+        types[row, :n] = it["token_type_ids"]
+        mask[row, :n] = 1
+    return {
+        "input_ids": torch.from_numpy(ids),  # (B, L)
+        "attention_mask": torch.from_numpy(mask),  # (B, L)
+        "token_type_ids": torch.from_numpy(types),  # (B, L)
+        "labels": torch.tensor([it["label"] for it in items], dtype=torch.long),  # (B,)
+        "index": torch.tensor([it["index"] for it in items], dtype=torch.long),  # (B,)
+    }
+
+
+class LengthBucketSampler(Sampler[list[int]]):
+    """Batches of dataset indices with similar lengths, rank-aware.
+
+    ``shuffle=True``: indices shuffled (``seed + epoch``), sorted by length inside chunks of
+    ~50 batches, cut into batches, batch order shuffled. ``shuffle=False``: sorted by length,
+    then index — a fixed order for scoring and evaluation. With ``num_replicas`` > 1, rank r
+    takes every num_replicas-th batch and the list is padded by cycling through it from the
+    start, so every rank runs the same number of steps (collective ops never wait forever);
+    the repeated rows carry their ``index``, so evaluation can drop them.
+    """
+
+    def __init__(
+        self,
+        lengths: np.ndarray,
+        batch_size: int,
+        indices: Sequence[int] | None = None,
+        shuffle: bool = True,
+        seed: int = 0,
+        num_replicas: int = 1,
+        rank: int = 0,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} is outside 0..{num_replicas - 1}")
+        self.lengths = np.asarray(lengths, dtype=np.int64)
+        n = len(self.lengths)
+        self.indices = np.arange(n) if indices is None else np.asarray(indices, dtype=np.int64)
+        if len(self.indices) and (self.indices.min() < 0 or self.indices.max() >= n):
+            raise ValueError(f"indices must lie in 0..{n - 1}")
+        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+        self.num_replicas, self.rank = num_replicas, rank
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        batches = -(-len(self.indices) // self.batch_size)
+        return -(-batches // self.num_replicas)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batches = self._shuffled_batches() if self.shuffle else self._sorted_batches()
+        total = len(self) * self.num_replicas  # pad cyclically: fewer batches than ranks too
+        for i in range(self.rank, total, self.num_replicas):
+            yield batches[i % len(batches)].tolist()
+
+    def _sorted_batches(self) -> list[np.ndarray]:
+        order = self.indices[np.lexsort((self.indices, self.lengths[self.indices]))]
+        return self._cut(order)
+
+    def _shuffled_batches(self) -> list[np.ndarray]:
+        rng = np.random.default_rng(self.seed + self.epoch)
+        order = rng.permutation(self.indices)
+        chunk = self.batch_size * _BUCKET_BATCHES
+        batches = []
+        for start in range(0, len(order), chunk):
+            part = order[start : start + chunk]
+            batches += self._cut(part[np.argsort(self.lengths[part], kind="stable")])
+        return [batches[i] for i in rng.permutation(len(batches))]
+
+    def _cut(self, order: np.ndarray) -> list[np.ndarray]:
+        return [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+
+
+def make_loader(
+    encoded: Encoded,
+    batch_size: int,
+    indices: Sequence[int] | None = None,
+    shuffle: bool = False,
+    seed: int = 0,
+    num_replicas: int = 1,
+    rank: int = 0,
+    pad_token_id: int = 0,
+) -> DataLoader:
+    """A DataLoader over ``encoded`` (restricted to ``indices``) with bucketed, padded batches.
+    Call ``loader.batch_sampler.set_epoch(e)`` each epoch. In-process (num_workers=0): the data
+    is already tokenised, and worker processes would only copy it."""
+    sampler = LengthBucketSampler(
+        encoded.lengths, batch_size, indices, shuffle, seed, num_replicas, rank
+    )
+    return DataLoader(
+        EncodedDataset(encoded),
+        batch_sampler=sampler,
+        collate_fn=functools.partial(collate, pad_token_id=pad_token_id),
+        num_workers=0,
+    )
+
+
+def encode_texts(
+    tokenizer: PreTrainedTokenizerFast,
+    texts: list[str],
+    max_length: int,
+    text_pairs: list[str] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Raw texts (serving) -> one padded batch: input_ids, attention_mask, token_type_ids (B, L)."""
+    enc = tokenizer(
+        texts,
+        text_pairs,
+        truncation=True,
+        max_length=max_length,
+        padding=True,
+        return_tensors="pt",
+        return_token_type_ids=True,
+        return_attention_mask=True,
+    )
+    return {key: enc[key].long() for key in ("input_ids", "attention_mask", "token_type_ids")}

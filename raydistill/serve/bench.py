@@ -1,0 +1,444 @@
+"""The serving benchmark: student vs teacher, batched vs per-request, in one run.
+
+Three measurements, all in one process run so their ratios are comparable:
+
+(a) in-process model throughput (no HTTP) at ``bench.batch_sizes``: texts/s, student/teacher;
+(b) HTTP load through Serve at ``bench.concurrency`` levels for both models: req/s, texts/s,
+    p50/p95/p99 latency, student/teacher ratio per level;
+(c) a per-request baseline: the same models behind the same HTTP stack with batching off
+    (``max_batch_size=1``, a second application), so "batched vs per-request" is measured.
+
+Writes ``bench.json``, ``bench.md`` and ``plots/bench.png`` in the run directory. Absolute
+numbers depend on the machine (shared CPUs drift); compare the ratios.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from raydistill.platform.config import BenchConfig, ExperimentConfig, load_config
+from raydistill.platform.rundir import RunDir, atomic_write_json, atomic_write_text
+from raydistill.serve import app as serve_app
+from raydistill.serve.loadgen import run_load
+
+BENCH_APP = "raydistill-bench"
+BASELINE_APP = "raydistill-baseline"
+BENCH_PLOT = "bench.png"
+MAX_BENCH_TEXTS = 2000
+
+# Used when the run's data cannot be loaded here: short review-like sentences.
+BUILTIN_TEXTS = [
+    "A gripping, beautifully acted film that stays with you long after the credits.",
+    "The plot is thin and the jokes fall flat.",
+    "An uneven but often charming comedy with a terrific lead performance.",
+    "Two hours of my life I will never get back.",
+    "Smart, funny and surprisingly moving.",
+    "The director seems to have no idea what story he wants to tell.",
+    "A visual feast, even when the script stumbles.",
+    "Tedious, overlong and oddly joyless.",
+    "One of the most original thrillers in years.",
+    "The cast does what it can with a clumsy, predictable screenplay.",
+    "It is warm, wise and never sentimental.",
+    "Neither scary nor funny, it just sits there.",
+    "A small film with a big heart and a sharp sense of humour.",
+    "The action scenes are loud, incoherent and endless.",
+    "Quietly devastating, and worth every minute.",
+    "By the halfway point I had stopped caring about anyone on screen.",
+]
+
+
+def bench_texts(run: RunDir, cfg: ExperimentConfig, log: Callable[[str], None] = print) -> tuple[list[str], str]:
+    """Validation texts of the run's dataset when they can be loaded here, else built-in ones.
+
+    Returns (texts, where they came from).
+    """
+    try:
+        from raydistill.platform.data import load_dataset
+
+        texts = [t for t in load_dataset(cfg.data).split("validation").texts if t.strip()]
+        if texts:
+            return texts[:MAX_BENCH_TEXTS], "validation split"
+    except Exception as err:  # data not available on this machine: fall back, say so
+        log(f"[bench] validation texts unavailable ({type(err).__name__}: {err}); using built-in sentences")
+    return list(BUILTIN_TEXTS), "built-in sentences"
+
+
+def machine_info() -> dict[str, Any]:
+    """What the absolute numbers were measured on."""
+    import ray
+    import torch
+
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cuda = torch.cuda.is_available()
+    return {
+        "cpu": cpu,
+        "cpu_cores": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "gpu": torch.cuda.get_device_name(0) if cuda else None,
+        "device": "cuda" if cuda else "cpu",
+        "torch": torch.__version__,
+        "ray": ray.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or not b or not math.isfinite(a) or not math.isfinite(b):
+        return None
+    return a / b
+
+
+# ----------------------------------------------------------------------------- (a) in process
+
+
+@contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    """The replicas' thread count for the in-process measurement, restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _time_predict(predictor: Any, batch: list[str], seconds: float, max_texts: int) -> dict[str, float]:
+    predictor.predict(batch)  # warm-up
+    reps, started = 0, time.perf_counter()
+    while True:
+        predictor.predict(batch)
+        reps += 1
+        elapsed = time.perf_counter() - started
+        if elapsed >= seconds or reps * len(batch) >= max_texts:
+            break
+    return {"texts_per_s": reps * len(batch) / elapsed, "ms_per_batch": 1000 * elapsed / reps, "reps": reps}
+
+
+def measure_in_process(
+    run: RunDir, cfg: ExperimentConfig, bench: BenchConfig, texts: list[str], models: list[str],
+    log: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
+    """(a) texts/s of each model's ``Predictor.predict`` at each batch size, no HTTP."""
+    with _torch_threads(cfg.threads_per_worker):
+        predictors = {
+            name: serve_app.Predictor(run.root / name, max_length=cfg.tokenizer.max_length)
+            for name in models
+        }
+        seconds = max(0.2, min(bench.seconds_per_level / 2, 5.0))
+        rows = []
+        for size in bench.batch_sizes:
+            batch = [texts[i % len(texts)] for i in range(size)]
+            max_texts = max(3 * size, bench.requests_per_level * bench.texts_per_request)
+            row: dict[str, Any] = {"batch_size": size}
+            for name, predictor in predictors.items():
+                timing = _time_predict(predictor, batch, seconds, max_texts)
+                row[name] = timing
+                log(f"[bench] in-process {name:7s} batch {size:4d}: "
+                    f"{timing['texts_per_s']:9.1f} texts/s ({timing['ms_per_batch']:.1f} ms/batch)")
+            row["student_vs_teacher"] = _ratio(
+                row.get("student", {}).get("texts_per_s"), row.get("teacher", {}).get("texts_per_s")
+            )
+            rows.append(row)
+    return rows
+
+
+# ----------------------------------------------------------------------------- (b), (c) over HTTP
+
+
+@contextmanager
+def _serve_apps(
+    run: RunDir, cfg: ExperimentConfig, base_url: str | None, baseline: bool, token: str | None,
+    log: Callable[[str], None],
+) -> Iterator[tuple[str, str | None]]:
+    """Yields (batched URL, baseline URL or None); removes what it deployed, whatever happens."""
+    from ray import serve
+
+    serve_was_running = serve_app.serve_http_address() is not None
+    deployed: list[str] = []
+    settings = serve_app.serve_settings(cfg)
+    try:
+        if base_url is None:
+            log("[bench] deploying the batched app ...")
+            base_url = serve_app.deploy(run.root, token=token or "", name=BENCH_APP,
+                                        route_prefix="/bench", write_config=False)
+            deployed.append(BENCH_APP)
+        baseline_url = None
+        if baseline:
+            log("[bench] deploying the per-request baseline (max_batch_size=1) ...")
+            baseline_url = serve_app.deploy(
+                run.root, token=token or "", name=BASELINE_APP, route_prefix="/baseline",
+                write_config=False, max_batch_size=1,
+                max_ongoing_requests=serve_app.model_ongoing_requests(settings),
+            )
+            deployed.append(BASELINE_APP)
+        yield base_url, baseline_url
+    finally:
+        if not serve_was_running:
+            serve.shutdown()
+        else:
+            for name in deployed:
+                serve.delete(name)
+
+
+def measure_http(
+    urls: dict[str, str], models: list[str], bench: BenchConfig, texts: list[str],
+    token: str | None, timeout_s: float, log: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
+    """(b) and (c): each concurrency level, each model, each stack (batched / per-request),
+    interleaved so slow drift of a shared machine hits every series alike."""
+    rows = []
+    for level in bench.concurrency:
+        row: dict[str, Any] = {"concurrency": level}
+        for name in models:
+            for stack, url in urls.items():
+                result = run_load(
+                    url, name, texts, level,
+                    max_requests=bench.requests_per_level, max_seconds=bench.seconds_per_level,
+                    texts_per_request=bench.texts_per_request, token=token, timeout_s=timeout_s,
+                    warmup_requests=min(level, 8),
+                )
+                row[f"{name}_{stack}"] = result
+                p99 = result["p99_ms"]
+                log(f"[bench] http c={level:3d} {name:7s} {stack:11s}: {result['texts_per_s']:8.1f} texts/s "
+                    f"p50 {_fmt(result['p50_ms'])} p99 {_fmt(p99)} ms, errors {result['errors']}")
+        row["student_vs_teacher"] = _ratio(
+            row.get("student_batched", {}).get("texts_per_s"), row.get("teacher_batched", {}).get("texts_per_s")
+        )
+        if "per_request" in urls:
+            for name in models:
+                row[f"{name}_batched_vs_per_request"] = _ratio(
+                    row[f"{name}_batched"]["texts_per_s"], row[f"{name}_per_request"]["texts_per_s"]
+                )
+        rows.append(row)
+    return rows
+
+
+# ----------------------------------------------------------------------------- the whole benchmark
+
+
+def run_bench(
+    run_dir: str | Path,
+    cfg: BenchConfig | None = None,
+    base_url: str | None = None,
+    *,
+    token: str | None = None,
+    baseline: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Benchmark a run's student and teacher; write bench.json, bench.md, plots/bench.png.
+
+    ``cfg`` defaults to the run's ``bench`` section. ``base_url``: an already running gateway
+    of this run on *this* Ray cluster's Serve (e.g. from ``raydistill serve``); without it, the
+    batched app is deployed (``/bench``) and removed at the end. The per-request baseline
+    (``baseline=True``) is deployed beside it (``/baseline``) and removed too; Serve is shut
+    down afterwards only if it was not running before. ``token`` defaults to
+    ``RAYDISTILL_API_TOKEN``. Needs ``ray.init()`` first. Returns what bench.json holds.
+    """
+    run = RunDir.existing(run_dir)
+    exp = load_config(run.config)
+    bench = cfg or exp.bench
+    token = token if token is not None else os.environ.get(serve_app.TOKEN_ENV) or None
+    models = serve_app.served_models(run)
+    texts, source = bench_texts(run, exp, log)
+    log(f"[bench] {run.root}: models {models}, {len(texts)} texts ({source})")
+    started = time.perf_counter()
+    in_process = measure_in_process(run, exp, bench, texts, models, log)
+    settings = serve_app.serve_settings(exp)
+    with _serve_apps(run, exp, base_url, baseline, token, log) as (batched_url, baseline_url):
+        urls = {"batched": batched_url} | ({"per_request": baseline_url} if baseline_url else {})
+        http = measure_http(urls, models, bench, texts, token, settings.request_timeout_s, log)
+    result = {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "run_dir": str(run.root),
+        "machine": machine_info(),
+        "bench": bench.model_dump(),
+        "serve": {
+            "max_batch_size": settings.max_batch_size,
+            "batch_wait_timeout_s": settings.batch_wait_timeout_s,
+            "max_ongoing_requests": serve_app.model_ongoing_requests(settings),
+            "num_replicas": settings.num_replicas,
+            "cpus_per_replica": settings.cpus_per_replica,
+            "gpus_per_replica": settings.gpus_per_replica,
+            "threads_per_replica": exp.threads_per_worker,
+            "baseline_max_batch_size": 1 if baseline else None,
+        },
+        "models": _model_sizes(run, models),
+        "texts": {"source": source, "count": len(texts)},
+        "in_process": in_process,
+        "http": http,
+        "summary": _summary(in_process, http, models),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    write_outputs(run, result)
+    log(f"[bench] wrote {run.bench_json}, {run.bench_md}, {run.plots / BENCH_PLOT}")
+    return result
+
+
+def _model_sizes(run: RunDir, models: list[str]) -> dict[str, Any]:
+    import json
+
+    out = {}
+    for name in models:
+        config = json.loads((run.root / name / "config.json").read_text(encoding="utf-8"))
+        out[name] = {"layers": config.get("num_hidden_layers"), "hidden_size": config.get("hidden_size")}
+    return out
+
+
+def _summary(in_process: list[dict[str, Any]], http: list[dict[str, Any]], models: list[str]) -> dict[str, Any]:
+    """The headline ratios: at the largest batch size and the highest concurrency."""
+    top_batch, top_level = in_process[-1], http[-1]
+    summary = {
+        "in_process_batch_size": top_batch["batch_size"],
+        "in_process_student_vs_teacher": top_batch["student_vs_teacher"],
+        "http_concurrency": top_level["concurrency"],
+        "http_student_vs_teacher": top_level["student_vs_teacher"],
+    }
+    for name in models:
+        key = f"{name}_batched_vs_per_request"
+        if key in top_level:
+            summary[f"http_{key}"] = top_level[key]
+    return summary
+
+
+def _fmt(x: float | None, digits: int = 1) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def write_outputs(run: RunDir, result: dict[str, Any]) -> None:
+    """bench.json, bench.md and plots/bench.png (each written atomically)."""
+    atomic_write_json(run.bench_json, _json_safe(result))
+    atomic_write_text(run.bench_md, bench_markdown(result))
+    plot_bench(result, run.plots / BENCH_PLOT)
+
+
+def bench_markdown(result: dict[str, Any]) -> str:
+    m, s, b = result["machine"], result["serve"], result["bench"]
+    models = list(result["models"])
+    lines = [
+        "# Serving benchmark",
+        "",
+        f"Run `{result['run_dir']}`, {result['created']}. Texts: {result['texts']['count']} "
+        f"({result['texts']['source']}), {b['texts_per_request']} per request.",
+        "",
+        f"Machine: {m['cpu']}, {m['cpu_cores']} cores ({m['cpus_usable']} usable), device "
+        f"{m['device']}{' (' + m['gpu'] + ')' if m['gpu'] else ''}; torch {m['torch']}, Ray {m['ray']}, "
+        f"Python {m['python']}.",
+        "",
+        f"Serve: max_batch_size {s['max_batch_size']}, batch_wait_timeout_s {s['batch_wait_timeout_s']}, "
+        f"max_ongoing_requests {s['max_ongoing_requests']}, {s['num_replicas']} replica(s) per model "
+        f"with {s['cpus_per_replica']} CPU / {s['gpus_per_replica']} GPU and "
+        f"{s['threads_per_replica']} torch thread(s). Levels: at most {b['requests_per_level']} requests "
+        f"or {b['seconds_per_level']} s each.",
+        "",
+        "Absolute figures are this machine's (shared CPUs drift); compare the **ratios**, each "
+        "measured within this one run.",
+        "",
+        "## Headline",
+        "",
+    ]
+    summ = result["summary"]
+    lines += [
+        f"- In process, batch {summ['in_process_batch_size']}: student/teacher throughput "
+        f"**{_fmt(summ['in_process_student_vs_teacher'], 2)}×**",
+        f"- Over HTTP, concurrency {summ['http_concurrency']}: student/teacher throughput "
+        f"**{_fmt(summ['http_student_vs_teacher'], 2)}×**",
+    ]
+    for name in models:
+        key = f"http_{name}_batched_vs_per_request"
+        if key in summ:
+            lines.append(f"- {name}, concurrency {summ['http_concurrency']}: batched/per-request "
+                         f"throughput **{_fmt(summ[key], 2)}×**")
+    lines += ["", "## (a) In-process throughput (no HTTP)", ""]
+    header = "| batch | " + " | ".join(f"{n} texts/s | {n} ms/batch" for n in models) + " | student/teacher |"
+    lines += [header, "|" + "---|" * (2 + 2 * len(models))]
+    for row in result["in_process"]:
+        cells = [f"{_fmt(row[n]['texts_per_s'])} | {_fmt(row[n]['ms_per_batch'], 2)}" for n in models]
+        lines.append(f"| {row['batch_size']} | " + " | ".join(cells) + f" | {_fmt(row['student_vs_teacher'], 2)} |")
+    lines += ["", "## (b, c) HTTP through Ray Serve", ""]
+    lines += ["| concurrency | model | stack | req/s | texts/s | p50 ms | p95 ms | p99 ms | errors |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for row in result["http"]:
+        for name in models:
+            for stack in ("batched", "per_request"):
+                r = row.get(f"{name}_{stack}")
+                if r is None:
+                    continue
+                lines.append(
+                    f"| {row['concurrency']} | {name} | {stack.replace('_', '-')} | {_fmt(r['req_per_s'])} | "
+                    f"{_fmt(r['texts_per_s'])} | {_fmt(r['p50_ms'])} | {_fmt(r['p95_ms'])} | "
+                    f"{_fmt(r['p99_ms'])} | {r['errors']} |"
+                )
+    lines += ["", "Ratios per level (texts/s):", "",
+              "| concurrency | student/teacher (batched) | " + " | ".join(f"{n} batched/per-request" for n in models) + " |",
+              "|---|---|" + "---|" * len(models)]
+    for row in result["http"]:
+        cells = [_fmt(row.get(f"{n}_batched_vs_per_request"), 2) for n in models]
+        lines.append(f"| {row['concurrency']} | {_fmt(row['student_vs_teacher'], 2)} | " + " | ".join(cells) + " |")
+    lines += ["", f"![throughput and p99 latency](plots/{BENCH_PLOT})", ""]
+    return "\n".join(lines)
+
+
+def plot_bench(result: dict[str, Any], path: Path) -> None:
+    """Three panels: in-process texts/s vs batch size; HTTP texts/s and p99 vs concurrency."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(result["models"])
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    sizes = [row["batch_size"] for row in result["in_process"]]
+    for name in models:
+        axes[0].plot(sizes, [row[name]["texts_per_s"] for row in result["in_process"]], "o-", label=name)
+    axes[0].set(xscale="log", xlabel="batch size", ylabel="texts/s", title="(a) in process, no HTTP")
+    levels = [row["concurrency"] for row in result["http"]]
+    for name in models:
+        for stack, style in (("batched", "o-"), ("per_request", "s--")):
+            key = f"{name}_{stack}"
+            if key not in result["http"][0]:
+                continue
+            label = f"{name}, {stack.replace('_', '-')}"
+            axes[1].plot(levels, [row[key]["texts_per_s"] for row in result["http"]], style, label=label)
+            p99 = [row[key]["p99_ms"] for row in result["http"]]
+            axes[2].plot(levels, [math.nan if v is None else v for v in p99], style, label=label)
+    axes[1].set(xscale="log", xlabel="concurrent clients", ylabel="texts/s", title="(b, c) HTTP throughput")
+    axes[2].set(xscale="log", xlabel="concurrent clients", ylabel="p99 latency (ms)", title="(b, c) HTTP p99")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    machine = result["machine"]
+    fig.suptitle(f"{machine['cpu']} ({machine['cpu_cores']} cores, {machine['device']})", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+

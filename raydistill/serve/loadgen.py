@@ -1,0 +1,162 @@
+"""HTTP load generator for ``POST /v1/classify``: loopback only, bounded in requests and time.
+
+``concurrency`` workers share one request budget; a level ends when ``max_requests`` have
+been sent or ``max_seconds`` have passed (plus at most one request timeout for the requests
+in flight). It refuses any host that is not loopback: it is a benchmark of this machine's
+Serve, never a tool to load someone else's server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import ipaddress
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import numpy as np
+
+from raydistill.platform.errors import RaydistillError
+
+LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost")
+
+
+class LoadTargetError(RaydistillError):
+    """The load generator was pointed at a host that is not loopback, or at a bad URL."""
+
+
+def ensure_loopback(url: str) -> None:
+    """Raise LoadTargetError unless ``url`` is http(s) on 127.0.0.0/8, ::1 or localhost."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise LoadTargetError(f"load target {url!r} must be an http:// URL with a host")
+    host = parts.hostname.lower()
+    if host in LOOPBACK_NAMES:
+        return
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return
+    except ValueError:
+        pass
+    raise LoadTargetError(
+        f"load target host {host!r} is not loopback: the load generator only targets "
+        "127.0.0.1, ::1 or localhost"
+    )
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    return float(np.percentile(values, q)) if values else None
+
+
+def _payloads(texts: list[str], model: str, texts_per_request: int):
+    """Request i takes the next ``texts_per_request`` texts, cycling through ``texts``."""
+    n = len(texts)
+
+    def payload(i: int) -> dict[str, Any]:
+        start = i * texts_per_request
+        return {"texts": [texts[(start + j) % n] for j in range(texts_per_request)], "model": model}
+
+    return payload
+
+
+async def _level(
+    base_url: str,
+    model: str,
+    texts: list[str],
+    concurrency: int,
+    max_requests: int,
+    max_seconds: float,
+    texts_per_request: int,
+    token: str | None,
+    timeout_s: float,
+    warmup_requests: int,
+) -> dict[str, Any]:
+    url = base_url.rstrip("/") + "/v1/classify"
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    payload = _payloads(texts, model, texts_per_request)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    latencies: list[float] = []
+    outcomes: collections.Counter[str] = collections.Counter()
+    async with httpx.AsyncClient(timeout=timeout_s, limits=limits, trust_env=False) as client:
+
+        async def send(i: int) -> tuple[str, float]:
+            t0 = time.perf_counter()
+            try:
+                response = await client.post(url, json=payload(i), headers=headers)
+                outcome = str(response.status_code)
+            except httpx.HTTPError as err:
+                outcome = type(err).__name__
+            return outcome, time.perf_counter() - t0
+
+        # Warm-up (not recorded): connections open, replicas have run a forward pass.
+        await asyncio.gather(*(send(i) for i in range(warmup_requests)))
+
+        issued = 0
+        started = time.perf_counter()
+        deadline = started + max_seconds
+
+        async def worker() -> None:
+            nonlocal issued
+            while issued < max_requests and time.perf_counter() < deadline:
+                i = issued
+                issued += 1
+                outcome, seconds = await send(i)
+                outcomes[outcome] += 1
+                if outcome == "200":
+                    latencies.append(seconds)
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    ok = outcomes.get("200", 0)
+    ms = [x * 1000 for x in latencies]
+    return {
+        "model": model,
+        "concurrency": concurrency,
+        "requests": issued,
+        "ok": ok,
+        "errors": issued - ok,
+        "outcomes": dict(sorted(outcomes.items())),
+        "seconds": round(elapsed, 4),
+        "req_per_s": ok / elapsed if elapsed > 0 else 0.0,
+        "texts_per_s": ok * texts_per_request / elapsed if elapsed > 0 else 0.0,
+        "mean_ms": float(np.mean(ms)) if ms else None,
+        "p50_ms": _percentile(ms, 50),
+        "p95_ms": _percentile(ms, 95),
+        "p99_ms": _percentile(ms, 99),
+    }
+
+
+def run_load(
+    base_url: str,
+    model: str,
+    texts: list[str],
+    concurrency: int,
+    *,
+    max_requests: int,
+    max_seconds: float,
+    texts_per_request: int = 1,
+    token: str | None = None,
+    timeout_s: float = 30.0,
+    warmup_requests: int = 0,
+) -> dict[str, Any]:
+    """One load level against ``base_url`` (a loopback Serve gateway).
+
+    Returns ``requests``, ``ok``, ``errors`` (non-200 or transport errors), ``outcomes`` (count
+    per status code / error type), ``seconds``, ``req_per_s``, ``texts_per_s`` (successful
+    only) and ``mean_ms``/``p50_ms``/``p95_ms``/``p99_ms`` over successful requests (None if
+    none succeeded). Raises LoadTargetError for a non-loopback URL, ValueError for bad bounds.
+    """
+    ensure_loopback(base_url)
+    if concurrency < 1 or max_requests < 1 or max_seconds <= 0 or texts_per_request < 1:
+        raise ValueError(
+            f"need concurrency, max_requests, texts_per_request >= 1 and max_seconds > 0; got "
+            f"{concurrency}, {max_requests}, {texts_per_request}, {max_seconds}"
+        )
+    if not texts:
+        raise ValueError("the load generator needs at least one text")
+    return asyncio.run(
+        _level(base_url, model, list(texts), concurrency, max_requests, max_seconds,
+               texts_per_request, token, timeout_s, warmup_requests)
+    )

@@ -1,0 +1,151 @@
+"""The ActiveLearner actor: owns the pool state, scores the unlabelled pool in parallel and
+selects what the annotator labels next.
+
+The selection logic is :class:`raydistill.platform.pool.PoolLearner` (plain, tested without
+Ray); this actor adds what needs Ray: persistence that survives a restart (``max_restarts=-1``
+reloads ``state.json``), and the fan-out of pool scoring over ``al.scorers`` tasks, each with
+its own CPU/GPU fraction. ``acquire`` is idempotent per round, so a retried call (the actor or
+a Train worker restarted) never double-adds or loses a pick.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+import torch
+from transformers import AutoConfig, AutoModelForSequenceClassification
+
+from raydistill.platform.acquisition import bald_scores, mc_dropout_probs, score_logits
+from raydistill.platform.models import autocast_context
+from raydistill.platform.pool import PoolLearner
+from raydistill.platform.rundir import atomic_write_json
+from raydistill.platform.text import Encoded, LengthBucketSampler, collate
+
+
+@dataclass(frozen=True)
+class ScoringPlan:
+    """How the pool is scored: ``scorers`` tasks with these resources, whole batches each."""
+
+    acquisition: str
+    scorers: int
+    num_cpus: float
+    num_gpus: float
+    batch_size: int
+    mc_samples: int
+    pad_token_id: int
+    threads: int = 1
+
+
+def model_from_weights(model_config: dict[str, Any], weights: dict[str, torch.Tensor]) -> torch.nn.Module:
+    """Rebuild a classifier from its HF config dict and a state dict (no files needed)."""
+    config = AutoConfig.for_model(**model_config)
+    model = AutoModelForSequenceClassification.from_config(config)
+    model.load_state_dict(weights)
+    return model
+
+
+def score_batches(
+    model_config: dict[str, Any],
+    weights: dict[str, torch.Tensor],
+    pool: Encoded,
+    batches: list[list[int]],
+    plan: ScoringPlan,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Score whole batches of pool indices: (indices, scores-input) where the second array is
+    logits (N, C), or MC-dropout probabilities (S, N, C) for BALD."""
+    torch.set_num_threads(plan.threads)
+    device = torch.device("cuda" if plan.num_gpus > 0 and torch.cuda.is_available() else "cpu")
+    model = model_from_weights(model_config, weights).to(device).eval()
+    outputs, order = [], []
+    with torch.inference_mode(), autocast_context(device):
+        for batch_indices in batches:
+            items = [
+                {"input_ids": pool.input_ids[i], "token_type_ids": pool.token_type_ids[i],
+                 "label": int(pool.labels[i]), "index": i}
+                for i in batch_indices
+            ]
+            batch = {k: v.to(device) for k, v in collate(items, plan.pad_token_id).items()}
+            inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+            if plan.acquisition == "bald":
+                outputs.append(mc_dropout_probs(model, inputs, plan.mc_samples).float().cpu())
+            else:
+                outputs.append(model(**inputs).logits.float().cpu())
+            order.extend(batch_indices)
+    axis = 1 if plan.acquisition == "bald" else 0
+    return np.asarray(order, dtype=np.int64), torch.cat(outputs, dim=axis).numpy()
+
+
+def shard_batches(lengths: np.ndarray, candidates: np.ndarray, batch_size: int, shards: int) -> list[list[list[int]]]:
+    """Cut the candidates into length-sorted whole batches and deal them round-robin to shards.
+
+    The batches do not depend on the number of shards, so 1 or N scorers compute bitwise the
+    same logits and pick the same set."""
+    sampler = LengthBucketSampler(lengths, batch_size, indices=candidates, shuffle=False)
+    batches = [list(map(int, b)) for b in sampler]
+    return [batches[s::shards] for s in range(shards) if batches[s::shards]]
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
+class ActiveLearner:
+    """Ray actor around a PoolLearner, persisted under ``state_dir`` after every change."""
+
+    def __init__(self, state_dir: str, learner: dict[str, Any], plan: ScoringPlan, pool_ref: list) -> None:
+        self._path = Path(state_dir) / "state.json"
+        self._plan = plan
+        self._pool_ref = pool_ref[0]  # wrapped in a list so Ray does not resolve it eagerly
+        if self._path.is_file():  # a restart: the persisted state is authoritative
+            state = json.loads(self._path.read_text(encoding="utf-8"))
+            self._learner = PoolLearner.from_dict(state["learner"])
+            self._curve = state["curve"]
+        else:
+            self._learner = PoolLearner(**learner)
+            self._curve = []
+            self._persist()
+
+    def _persist(self) -> None:
+        atomic_write_json(self._path, {"learner": self._learner.to_dict(), "curve": self._curve})
+
+    def round(self) -> int:
+        return self._learner.round
+
+    def labeled_indices(self, round: int | None = None) -> list[int]:
+        return self._learner.labeled_indices(round).tolist()
+
+    def acquire(self, round: int, weights: list, model_config: dict[str, Any]) -> list[int]:
+        """Run acquisition ``round`` (1-based) with the teacher ``weights`` ([ObjectRef]) and
+        return the cumulative labelled indices. A round already done returns its stored picks."""
+        if round > self._learner.round:
+            candidates = self._learner.unlabeled_indices(round - 1)
+            scores = self._score(round, candidates, weights[0], model_config)
+            self._learner.query(round, scores, candidates)
+            self._persist()
+        return self._learner.labeled_indices(round).tolist()
+
+    def _score(self, round: int, candidates: np.ndarray, weights_ref, model_config) -> np.ndarray:
+        plan = self._plan
+        if plan.acquisition == "random":
+            return self._learner.random_scores(round, candidates)
+        pool: Encoded = ray.get(self._pool_ref)
+        shards = shard_batches(pool.lengths, candidates, plan.batch_size, plan.scorers)
+        task = ray.remote(score_batches).options(num_cpus=plan.num_cpus, num_gpus=plan.num_gpus)
+        results = ray.get([task.remote(model_config, weights_ref, self._pool_ref, s, plan) for s in shards])
+        order = np.concatenate([r[0] for r in results])
+        if plan.acquisition == "bald":
+            raw = bald_scores(torch.from_numpy(np.concatenate([r[1] for r in results], axis=1)))
+        else:
+            raw = score_logits(plan.acquisition, np.concatenate([r[1] for r in results]))
+        by_index = dict(zip(order.tolist(), np.asarray(raw, dtype=np.float64).tolist()))
+        return np.array([by_index[int(i)] for i in candidates], dtype=np.float64)
+
+    def record(self, round: int, metrics: dict[str, float]) -> None:
+        """Store one learning-curve point (idempotent per round)."""
+        self._curve = [p for p in self._curve if p["round"] != round] + [{"round": round, **metrics}]
+        self._persist()
+
+    def curve(self) -> list[dict[str, float]]:
+        return sorted(self._curve, key=lambda p: p["round"])

@@ -1,0 +1,320 @@
+"""The student stage: a Ray Tune sweep of distilled students across layer strategies x
+temperatures x seeds, and the export of the winner.
+
+Each trial builds its own k-layer student from the teacher directory (never a shared object)
+and distils it with the KD loss: cross-entropy on the examples the active learner paid for,
+KL to the teacher's soft labels on the whole pool. With ``beta = 0`` the teacher's pool logits
+come from the per-run cache (shared through the object store), so no trial runs the teacher.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+import torch
+from ray import tune
+from transformers import get_linear_schedule_with_warmup
+
+from raydistill.platform import metrics as M
+from raydistill.platform.config import ExperimentConfig
+from raydistill.platform.errors import CheckpointError
+from raydistill.platform.layers import build_student, hidden_layer_map
+from raydistill.platform.losses import kd_loss
+from raydistill.platform.models import (
+    autocast_context,
+    count_parameters,
+    load_classifier,
+    model_inputs,
+    predict_logits,
+    save_classifier,
+)
+from raydistill.platform.report import choose_winner, load_results, summarize
+from raydistill.platform.rundir import RunDir, atomic_write_json, load_array, save_array
+from raydistill.platform.text import Encoded, make_loader
+from raydistill.trainables.resources import preflight
+
+MODEL_DIR = "model"
+STATE_FILE = "state.json"
+VAL_LOGITS = "val_logits.npy"
+
+
+def _device(cfg: ExperimentConfig) -> torch.device:
+    return torch.device("cuda" if cfg.sweep.gpus_per_trial > 0 and torch.cuda.is_available() else "cpu")
+
+
+def _distil_epoch(student, teacher, shared: dict[str, Any], trial: dict[str, Any], optimizer,
+                  scheduler, epoch: int, device) -> dict[str, float]:
+    """One pass over the pool; returns the mean of each loss term."""
+    cfg: ExperimentConfig = shared["cfg_obj"]
+    pool: Encoded = shared["pool"]
+    labeled = torch.as_tensor(shared["labeled_mask"])
+    cached = None if teacher is not None else torch.as_tensor(shared["teacher_pool_logits"])
+    loader = make_loader(pool, cfg.student.batch_size, shuffle=True, seed=trial["seed"] * 1000 + epoch,
+                         pad_token_id=shared["pad_token_id"])
+    beta, sums, count = cfg.student.beta, {}, 0
+    student.train()
+    for batch in loader:
+        inputs = model_inputs(batch, device)
+        index = batch["index"]
+        with autocast_context(device):
+            out = student(**inputs, output_hidden_states=beta > 0)
+            if teacher is None:
+                t_logits, t_hidden = cached[index].to(device), None
+            else:
+                with torch.inference_mode():
+                    t_out = teacher(**inputs, output_hidden_states=beta > 0)
+                t_logits = t_out.logits.clone()
+                t_hidden = [h.clone() for h in t_out.hidden_states] if beta > 0 else None
+            loss = kd_loss(out.logits.float(), t_logits.float(), batch["labels"].to(device),
+                           labeled[index].to(device), trial["temperature"], trial["alpha"], beta,
+                           out.hidden_states if beta > 0 else None, t_hidden,
+                           shared["layer_map"][trial["strategy"]] if beta > 0 else None,
+                           inputs["attention_mask"])
+        optimizer.zero_grad(set_to_none=True)
+        loss.total.backward()
+        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        n = len(index)
+        for key, value in {M.TRAIN_LOSS: float(loss.total.detach()), **loss.as_metrics()}.items():
+            sums[key] = sums.get(key, 0.0) + value * n
+        count += n
+    return {k: v / max(count, 1) for k, v in sums.items()}
+
+
+def _validate(student, shared: dict[str, Any], device) -> tuple[dict[str, float], np.ndarray]:
+    val: Encoded = shared["validation"]
+    loader = make_loader(val, 2 * shared["cfg_obj"].student.batch_size, pad_token_id=shared["pad_token_id"])
+    logits = predict_logits(student, loader, device)
+    labels = torch.as_tensor(val.labels)
+    predictions = logits.argmax(-1)
+    teacher_predictions = torch.as_tensor(shared["teacher_val_logits"]).argmax(-1)
+    return {
+        M.VAL_LOSS: torch.nn.functional.cross_entropy(logits, labels).item(),
+        M.VAL_ACCURACY: (predictions == labels).float().mean().item(),
+        M.FIDELITY: (predictions == teacher_predictions).float().mean().item(),
+    }, logits.numpy()
+
+
+def train_student(trial: dict[str, Any], shared: dict[str, Any]) -> None:
+    """Tune function trainable: build the trial's student, distil it, report every epoch."""
+    cfg = ExperimentConfig.model_validate(shared["cfg"])
+    shared = {**shared, "cfg_obj": cfg}
+    torch.set_num_threads(max(1, int(cfg.sweep.cpus_per_trial)))
+    device = _device(cfg)
+    teacher = load_classifier(shared["teacher_dir"])
+    student, provenance = build_student(teacher, trial["strategy"], cfg.student.num_layers,
+                                        cfg.sweep.custom_layers, seed=trial["seed"])
+    teacher = teacher.to(device).eval() if cfg.student.beta > 0 else None  # beta = 0: cache only
+    start_epoch = 0
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            student = load_classifier(Path(directory) / MODEL_DIR)
+            start_epoch = json.loads((Path(directory) / STATE_FILE).read_text())["epoch"]
+    student = student.to(device)
+    optimizer = torch.optim.AdamW(student.parameters(), lr=trial["lr"], weight_decay=cfg.student.weight_decay)
+    steps = cfg.student.epochs * -(-len(shared["pool"]) // cfg.student.batch_size)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.student.warmup_ratio * steps), steps)
+    for _ in range(start_epoch * (steps // cfg.student.epochs)):
+        scheduler.step()  # resume the schedule where the checkpoint left it
+    fixed = {M.STRATEGY: trial["strategy"], M.LAYERS: provenance.teacher_layers,
+             M.PARAMS: count_parameters(student), M.TEMPERATURE: trial["temperature"], M.SEED: trial["seed"]}
+    for epoch in range(start_epoch, cfg.student.epochs):
+        train_metrics = _distil_epoch(student, teacher, shared, trial, optimizer, scheduler, epoch, device)
+        val_metrics, val_logits = _validate(student, shared, device)
+        if epoch + 1 == cfg.student.epochs:
+            trial_dir = Path(shared["experiment_dir"]) / Path(tune.get_context().get_trial_dir()).name
+            save_array(trial_dir / VAL_LOGITS, val_logits.astype(np.float32))
+        with tempfile.TemporaryDirectory() as tmp:
+            save_classifier(student, Path(tmp) / MODEL_DIR, extra={"provenance.json": provenance.to_dict()})
+            atomic_write_json(Path(tmp) / STATE_FILE, {"epoch": epoch + 1})
+            tune.report({**train_metrics, **val_metrics, **fixed, M.EPOCH: epoch + 1},
+                        checkpoint=tune.Checkpoint.from_directory(tmp))
+
+
+def _shared_data(cfg: ExperimentConfig, run: RunDir, data, labeled: list[int]) -> dict[str, Any]:
+    """Everything every trial reads, put in the object store once by ``tune.with_parameters``."""
+    pool = data.encoded["train"]
+    mask = np.zeros(len(pool), dtype=bool)
+    mask[np.asarray(labeled, dtype=np.int64)] = True
+    n = load_classifier(run.teacher).config.num_hidden_layers
+    return {
+        "cfg": cfg.model_dump(mode="json"), "teacher_dir": str(run.teacher),
+        "experiment_dir": str(run.tune_experiment), "pool": pool, "validation": data.encoded["validation"],
+        "labeled_mask": mask, "pad_token_id": data.pad_token_id,
+        "teacher_pool_logits": load_array(run.teacher_logits("train")),
+        "teacher_val_logits": load_array(run.teacher_logits("validation")),
+        "layer_map": {s: hidden_layer_map(s, n, cfg.student.num_layers, cfg.sweep.custom_layers)
+                      for s in cfg.sweep.strategies},
+    }
+
+
+def _trainable(cfg: ExperimentConfig, shared: dict[str, Any]):
+    resources = {"cpu": cfg.sweep.cpus_per_trial, "gpu": cfg.sweep.gpus_per_trial}
+    return tune.with_resources(tune.with_parameters(train_student, shared=shared), resources)
+
+
+def grid_space(cfg: ExperimentConfig, tuned: dict[str, dict[str, float]] | None = None) -> dict[str, Any]:
+    """strategy x temperature x seed; alpha and lr from the config or the Optuna phase."""
+    tuned = tuned or {}
+
+    def pick(key: str, default: float):
+        return tune.sample_from(lambda spec: tuned.get(spec.config["strategy"], {}).get(key, default))
+
+    return {
+        "strategy": tune.grid_search(list(cfg.sweep.strategies)),
+        "temperature": tune.grid_search(list(cfg.sweep.temperatures)),
+        "seed": tune.grid_search(list(cfg.sweep.seeds)),
+        "alpha": pick("alpha", cfg.student.alpha),
+        "lr": pick("lr", cfg.student.lr),
+    }
+
+
+def _preflight(cfg: ExperimentConfig) -> None:
+    s = cfg.sweep
+    requests = {"CPU": (s.cpus_per_trial, f"sweep.cpus_per_trial = {s.cpus_per_trial:g}")}
+    if s.gpus_per_trial:
+        requests["GPU"] = (s.gpus_per_trial, f"sweep.gpus_per_trial = {s.gpus_per_trial:g}")
+    preflight("the student sweep", requests)
+
+
+class _ProgressLine(tune.Callback):
+    """One line per finished trial instead of Tune's tables."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done, self.started = total, 0, time.monotonic()
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self.done += 1
+        r = trial.last_result or {}
+        print(f"[sweep] {self.done}/{self.total} {r.get(M.STRATEGY, trial.config.get('strategy'))} "
+              f"T={trial.config.get('temperature')} seed={trial.config.get('seed')}: "
+              f"val acc {r.get(M.VAL_ACCURACY, float('nan')):.4f} "
+              f"({time.monotonic() - self.started:.0f}s)", flush=True)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self.done += 1
+        print(f"[sweep] {self.done}/{self.total} trial {trial.trial_id} ERROR", flush=True)
+
+
+def _run_config(cfg: ExperimentConfig, run: RunDir, total: int, name: str = "students") -> tune.RunConfig:
+    return tune.RunConfig(
+        name=name, storage_path=str(run.tune), verbose=0, callbacks=[_ProgressLine(total)],
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        failure_config=tune.FailureConfig(max_failures=1),
+    )
+
+
+def optuna_phase(cfg: ExperimentConfig, run: RunDir, shared: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Tune alpha and lr per strategy on one seed (OptunaSearch + ASHA; Optuna takes no grid axes)."""
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    tuned = {}
+    for strategy in cfg.sweep.strategies:
+        space = {"strategy": strategy, "temperature": tune.choice(list(cfg.sweep.temperatures)),
+                 "seed": cfg.sweep.seeds[0], "alpha": tune.uniform(0.1, 0.9), "lr": tune.loguniform(1e-4, 1e-2)}
+        tuner = tune.Tuner(
+            _trainable(cfg, shared), param_space=space,
+            tune_config=tune.TuneConfig(
+                metric=M.VAL_ACCURACY, mode="max", num_samples=cfg.sweep.optuna_samples,
+                search_alg=OptunaSearch(seed=cfg.seed),
+                scheduler=ASHAScheduler(max_t=cfg.student.epochs, grace_period=1, time_attr=M.EPOCH),
+                max_concurrent_trials=cfg.sweep.max_concurrent_trials, reuse_actors=True),
+            run_config=_run_config(cfg, run, cfg.sweep.optuna_samples, name=f"optuna-{strategy}"),
+        )
+        best = tuner.fit().get_best_result(metric=M.VAL_ACCURACY, mode="max").config
+        tuned[strategy] = {"alpha": best["alpha"], "lr": best["lr"]}
+        print(f"[sweep] optuna {strategy}: alpha={best['alpha']:.3f} lr={best['lr']:.2e}", flush=True)
+    atomic_write_json(run.tune / "optuna_best.json", tuned)
+    return tuned
+
+
+def run_sweep(cfg: ExperimentConfig, run: RunDir, data, labeled: list[int], resume: bool = False) -> tune.ResultGrid:
+    """Run (or, with ``resume``, continue) the student sweep under ``<run>/tune/students``."""
+    _preflight(cfg)
+    shared = _shared_data(cfg, run, data, labeled)
+    trainable = _trainable(cfg, shared)
+    total = len(cfg.sweep.strategies) * len(cfg.sweep.temperatures) * len(cfg.sweep.seeds)
+    if resume and tune.Tuner.can_restore(str(run.tune_experiment)):
+        print(f"[sweep] resuming {run.tune_experiment}", flush=True)
+        tuner = tune.Tuner.restore(str(run.tune_experiment), trainable=trainable,
+                                   resume_unfinished=True, restart_errored=True)
+    else:
+        tuned = optuna_phase(cfg, run, shared) if cfg.sweep.search == "optuna" else None
+        tuner = tune.Tuner(
+            trainable, param_space=grid_space(cfg, tuned),
+            tune_config=tune.TuneConfig(max_concurrent_trials=cfg.sweep.max_concurrent_trials, reuse_actors=True),
+            run_config=_run_config(cfg, run, total),
+        )
+    started = time.monotonic()
+    grid = tuner.fit()
+    minutes = (time.monotonic() - started) / 60
+    print(f"[sweep] {len(grid)} trials in {minutes * 60:.0f}s ({len(grid) / max(minutes, 1e-9):.1f} trials/min)", flush=True)
+    return grid
+
+
+def _latest_checkpoint(trial_dir: Path) -> Path:
+    checkpoints = sorted(trial_dir.glob("checkpoint_*"))
+    if not checkpoints:
+        raise CheckpointError(f"trial {trial_dir} has no checkpoint")
+    return checkpoints[-1] / MODEL_DIR
+
+
+@ray.remote
+def _logits_task(model_dir: str, encoded: dict, batch_size: int, pad_token_id: int) -> dict:
+    torch.set_num_threads(1)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = load_classifier(model_dir).to(device)
+    return {name: predict_logits(model, make_loader(enc, batch_size, pad_token_id=pad_token_id), device).numpy()
+            for name, enc in encoded.items()}
+
+
+def export_winner(cfg: ExperimentConfig, run: RunDir, data) -> dict[str, Any]:
+    """Copy the best seed of the best-mean cell to ``<run>/student`` with provenance.json and
+    its validation/test logits (chosen on validation; the report gives test metrics)."""
+    results = load_results(run.root)
+    strategy, temperature = choose_winner(summarize(results))
+    cell = results[(results["strategy"] == strategy) & (results["temperature"] == temperature)
+                   & (results["status"] == "TERMINATED")]
+    best = cell.sort_values(["val_accuracy", "seed"], ascending=[False, True]).iloc[0]
+    source = _latest_checkpoint(Path(best["trial_dir"]))
+    if run.student.exists():
+        shutil.rmtree(run.student)
+    shutil.copytree(source, run.student)
+    data.tokenizer.save_pretrained(str(run.student))
+    encoded = {name: data.encoded[name] for name in ("validation", "test")}
+    logits = ray.get(_logits_task.remote(str(run.student), encoded, 2 * cfg.student.batch_size, data.pad_token_id))
+    for name, array in logits.items():
+        save_array(run.student_logits(name), array.astype(np.float32))
+    layers = json.loads((source / "provenance.json").read_text())
+    teacher_hash = _file_hash(run.teacher / "model.safetensors")
+    provenance = {
+        **layers, "temperature": float(temperature), "alpha": float(best["alpha"]), "lr": float(best["lr"]),
+        "seed": int(best["seed"]), "seeds": sorted(int(s) for s in cell["seed"]),
+        "teacher_sha256": teacher_hash,
+        "metrics": {"val_accuracy_mean": float(cell["val_accuracy"].mean()),
+                    "val_accuracy": float(best["val_accuracy"]),
+                    "test_accuracy": float((logits["test"].argmax(-1) == data.encoded["test"].labels).mean())},
+    }
+    atomic_write_json(run.student / "provenance.json", provenance)
+    print(f"[sweep] winner: {strategy} T={temperature:g} (seed {int(best['seed'])}) -> {run.student}", flush=True)
+    return provenance
+
+
+def _file_hash(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,316 @@
+"""The teacher stage: a Ray Train ``TorchTrainer`` that trains the teacher over active-learning
+rounds, with an :class:`ActiveLearner` actor choosing each round's new labels.
+
+``rounds`` counts acquisitions: the teacher trains ``rounds + 1`` times (on the initial set,
+then after each acquisition). Rank 0 hands the current weights to the actor (one object-store
+put); the new labelled set is broadcast to every rank. Each round ends with a checkpoint (an HF
+``save_pretrained`` directory plus the round number); a restarted worker group resumes from it
+and re-asks the actor for the next round, which answers idempotently, so no pick is lost or
+doubled.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+import ray.train
+import ray.train.collective
+import ray.train.torch
+import torch
+from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+from transformers import get_linear_schedule_with_warmup
+
+from raydistill.platform import metrics as M
+from raydistill.platform.config import ExperimentConfig
+from raydistill.platform.models import (
+    autocast_context,
+    build_teacher,
+    load_classifier,
+    predict_logits,
+    save_classifier,
+    set_seed,
+    unwrap,
+)
+from raydistill.platform.prepared import PreparedData
+from raydistill.platform.rundir import RunDir, atomic_write_json, load_array
+from raydistill.trainables.active_learner import ActiveLearner, ScoringPlan
+from raydistill.trainables.resources import preflight
+
+STATE_FILE = "state.json"
+MODEL_DIR = "model"
+
+
+@dataclass(frozen=True)
+class TeacherRun:
+    """What one active-learning run produced."""
+
+    acquisition: str
+    checkpoint_dir: Path
+    curve: list[dict[str, Any]]
+    labeled: list[int]
+
+
+def _maybe_fail_once(fault: dict[str, Any] | None, round: int, rank: int) -> None:
+    """Test hook: crash this worker once at ``fault['round']``; a marker file stops a repeat."""
+    if not fault or fault["round"] != round or rank != fault.get("rank", 0):
+        return
+    marker = Path(fault["marker"])
+    if marker.exists():
+        return
+    marker.write_text(f"crashed rank {rank} at round {round}\n")
+    os._exit(1)
+
+
+def _labeled_for_round(learner, round: int, model: torch.nn.Module, rank: int) -> list[int]:
+    """Round 0: the initial set. Later rounds: rank 0 asks the actor to acquire with the
+    current weights; after a barrier every rank reads the same set from the actor."""
+    if round == 0:
+        return ray.get(learner.labeled_indices.remote(0))
+    if rank == 0:
+        base = unwrap(model)
+        weights = {k: v.detach().cpu() for k, v in base.state_dict().items()}
+        ray.get(learner.acquire.remote(round, [ray.put(weights)], base.config.to_dict()))
+    ray.train.collective.barrier()
+    return ray.get(learner.labeled_indices.remote(round))
+
+
+def _train_epoch(model, loader, optimizer, scheduler, grad_clip: float, device) -> float:
+    model.train()
+    total, count = 0.0, 0
+    for batch in loader:
+        with autocast_context(device):
+            out = model(
+                input_ids=batch["input_ids"],
+                attention_mask=batch["attention_mask"],
+                token_type_ids=batch["token_type_ids"],
+                labels=batch["labels"],
+            )
+        optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        scheduler.step()
+        total += float(out.loss.detach()) * len(batch["labels"])
+        count += len(batch["labels"])
+    return total / max(count, 1)
+
+
+def _evaluate(model, encoded, batch_size: int, pad_token_id: int, device) -> tuple[float, float]:
+    from raydistill.platform.text import make_loader
+
+    loader = make_loader(encoded, batch_size, shuffle=False, pad_token_id=pad_token_id)
+    logits = predict_logits(model, loader, device)
+    labels = torch.as_tensor(encoded.labels)
+    loss = torch.nn.functional.cross_entropy(logits, labels).item()
+    return loss, float((logits.argmax(-1) == labels).float().mean())
+
+
+def _save_checkpoint(model, round: int, labeled: list[int], acquisition: str, directory: Path) -> None:
+    save_classifier(model, directory / MODEL_DIR)
+    atomic_write_json(
+        directory / STATE_FILE,
+        {"round": round, "labeled_count": len(labeled), "acquisition": acquisition},
+    )
+
+
+def _restore(checkpoint) -> tuple[torch.nn.Module | None, int]:
+    """The weights and the next round from a Train checkpoint, or (None, 0) without one."""
+    if checkpoint is None:
+        return None, 0
+    with checkpoint.as_directory() as directory:
+        state = json.loads((Path(directory) / STATE_FILE).read_text(encoding="utf-8"))
+        model = load_classifier(Path(directory) / MODEL_DIR)
+    return model, int(state["round"]) + 1
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """One Train worker: ``rounds + 1`` rounds of (acquire, train, evaluate, checkpoint)."""
+    from raydistill.platform.text import make_loader
+
+    cfg = ExperimentConfig.model_validate(config["cfg"])
+    torch.set_num_threads(cfg.threads_per_worker)
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    pool, validation = ray.get(config["pool"][0]), ray.get(config["validation"][0])
+    learner = ray.get_actor(config["learner_name"], namespace=config["namespace"])
+    set_seed(cfg.seed)
+    fresh = build_teacher(cfg.teacher, config["num_labels"], config["vocab_size"],
+                          cfg.tokenizer.max_length, config["pad_token_id"], seed=cfg.seed)
+    initial_state = {k: v.clone() for k, v in fresh.state_dict().items()}
+    restored, start_round = _restore(ray.train.get_checkpoint())
+    device = ray.train.torch.get_device()
+    model = ray.train.torch.prepare_model(restored or fresh)
+    t = cfg.teacher
+    for round in range(start_round, cfg.al.rounds + 1):
+        _maybe_fail_once(config.get("fault"), round, rank)
+        labeled = _labeled_for_round(learner, round, model, rank)
+        if cfg.al.retrain == "scratch" and round > 0:
+            unwrap(model).load_state_dict(initial_state)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        steps = t.epochs_per_round * -(-len(labeled) // (t.batch_size * world))
+        scheduler = get_linear_schedule_with_warmup(optimizer, int(t.warmup_ratio * steps), steps)
+        train_loss = 0.0
+        for epoch in range(t.epochs_per_round):
+            loader = make_loader(pool, t.batch_size, indices=labeled, shuffle=True,
+                                 seed=cfg.seed + 1000 * round + epoch, num_replicas=world,
+                                 rank=rank, pad_token_id=config["pad_token_id"])
+            loader = ray.train.torch.prepare_data_loader(loader, add_dist_sampler=False)
+            train_loss = _train_epoch(model, loader, optimizer, scheduler, t.grad_clip, device)
+        _finish_round(model, round, labeled, train_loss, validation, learner, config, rank, device)
+
+
+def _finish_round(model, round, labeled, train_loss, validation, learner, config, rank, device) -> None:
+    """Evaluate on rank 0, record the curve point, and report (every rank: it is a barrier)."""
+    cfg_batch = 2 * config["cfg"]["teacher"]["batch_size"]
+    row = {M.ROUND: round, M.LABELED_COUNT: len(labeled), M.TRAIN_LOSS: train_loss}
+    if rank != 0:
+        ray.train.report(row)
+        return
+    base = unwrap(model)
+    val_loss, val_acc = _evaluate(base, validation, cfg_batch, config["pad_token_id"], device)
+    row.update({M.VAL_LOSS: val_loss, M.VAL_ACCURACY: val_acc})
+    ray.get(learner.record.remote(round, row))
+    print(f"[teacher/{config['acquisition']}] round {round}: labelled {len(labeled)}, "
+          f"train loss {train_loss:.4f}, val loss {val_loss:.4f}, val acc {val_acc:.4f}", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        _save_checkpoint(base, round, labeled, config["acquisition"], Path(tmp))
+        ray.train.report(row, checkpoint=Checkpoint.from_directory(tmp))
+
+
+def _preflight(cfg: ExperimentConfig) -> None:
+    t, al = cfg.teacher, cfg.al
+    scorers = 0 if al.acquisition == "random" and not cfg.al.compare_random else al.scorers
+    cpu = t.num_workers * t.cpus_per_worker + scorers * al.cpus_per_scorer
+    requests = {"CPU": (cpu, f"teacher.num_workers x teacher.cpus_per_worker + al.scorers x al.cpus_per_scorer = {t.num_workers} x {t.cpus_per_worker:g} + {scorers} x {al.cpus_per_scorer:g}")}
+    gpu = (t.num_workers * t.gpus_per_worker if t.use_gpu else 0) + scorers * al.gpus_per_scorer
+    if gpu:
+        requests["GPU"] = (gpu, "teacher.num_workers x teacher.gpus_per_worker + al.scorers x al.gpus_per_scorer")
+    preflight("the teacher stage", requests)
+
+
+def train_teacher(
+    cfg: ExperimentConfig,
+    run: RunDir,
+    data: PreparedData,
+    acquisition: str,
+    fault: dict[str, Any] | None = None,
+) -> TeacherRun:
+    """Train one active-learning run with ``acquisition`` and return its final checkpoint."""
+    _preflight(cfg)
+    namespace = ray.get_runtime_context().namespace
+    learner_name = f"al-{run.root.name}-{acquisition}-{uuid.uuid4().hex[:6]}"
+    pool_ref = ray.put(data.encoded["train"])
+    al = cfg.al
+    plan = ScoringPlan(acquisition, al.scorers, al.cpus_per_scorer, al.gpus_per_scorer,
+                       al.score_batch_size, al.mc_dropout_samples, data.pad_token_id,
+                       cfg.threads_per_worker)
+    learner = ActiveLearner.options(name=learner_name, namespace=namespace).remote(
+        str(run.al / acquisition),
+        {"pool_size": len(data.encoded["train"]), "initial_labeled": al.initial_labeled,
+         "query_size": al.query_size, "rounds": al.rounds, "seed": cfg.seed},
+        plan, [pool_ref])
+    t = cfg.teacher
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "cfg": cfg.model_dump(mode="json"), "pool": [pool_ref],
+            "validation": [ray.put(data.encoded["validation"])],
+            "learner_name": learner_name, "namespace": namespace, "acquisition": acquisition,
+            "num_labels": data.dataset.num_labels, "vocab_size": len(data.tokenizer),
+            "pad_token_id": data.pad_token_id, "fault": fault,
+        },
+        scaling_config=ScalingConfig(
+            num_workers=t.num_workers, use_gpu=t.use_gpu,
+            resources_per_worker={"CPU": t.cpus_per_worker, **({"GPU": t.gpus_per_worker} if t.use_gpu else {})},
+        ),
+        run_config=RunConfig(
+            name=f"teacher-{acquisition}", storage_path=str(run.train),
+            checkpoint_config=CheckpointConfig(num_to_keep=t.checkpoints_to_keep),
+            failure_config=FailureConfig(max_failures=t.max_failures),
+        ),
+    )
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"teacher run '{acquisition}' produced no checkpoint: {result.error}")
+    curve = ray.get(learner.curve.remote())
+    labeled = ray.get(learner.labeled_indices.remote())
+    ray.kill(learner)
+    return TeacherRun(acquisition, Path(result.checkpoint.path) / MODEL_DIR, curve, labeled)
+
+
+def write_curve(run: RunDir, runs: list[TeacherRun]) -> Path:
+    """``al/curve.csv``: one line per (acquisition, round)."""
+    run.al.mkdir(parents=True, exist_ok=True)
+    fields = ["acquisition", M.ROUND, M.LABELED_COUNT, M.VAL_ACCURACY, M.VAL_LOSS, M.TRAIN_LOSS]
+    tmp = run.al_curve.with_suffix(".tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        for r in runs:
+            for point in r.curve:
+                writer.writerow({"acquisition": r.acquisition, **point})
+    os.replace(tmp, run.al_curve)
+    return run.al_curve
+
+
+@ray.remote
+def _teacher_logits_task(teacher_dir: str, encoded: dict, batch_size: int, pad_token_id: int, threads: int) -> dict:
+    """Teacher logits on every split, once per run (batched, inference mode)."""
+    from raydistill.platform.text import make_loader
+
+    torch.set_num_threads(threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = load_classifier(teacher_dir).to(device)
+    return {
+        name: predict_logits(model, make_loader(enc, batch_size, pad_token_id=pad_token_id), device).numpy()
+        for name, enc in encoded.items()
+    }
+
+
+def export_teacher(cfg: ExperimentConfig, run: RunDir, data: PreparedData, checkpoint_dir: Path) -> dict[str, float]:
+    """Copy the final checkpoint to ``<run>/teacher`` (HF dir + tokenizer) and cache its logits
+    on every split; returns the teacher's validation/test accuracy."""
+    from raydistill.platform.rundir import save_array
+
+    if run.teacher.exists():
+        shutil.rmtree(run.teacher)
+    shutil.copytree(checkpoint_dir, run.teacher)
+    data.tokenizer.save_pretrained(str(run.teacher))
+    gpus = 1 if cfg.teacher.use_gpu else 0
+    logits = ray.get(_teacher_logits_task.options(num_cpus=min(1.0, cfg.sweep.cpus_per_trial), num_gpus=gpus).remote(
+        str(run.teacher), data.encoded, 2 * cfg.student.batch_size, data.pad_token_id, cfg.threads_per_worker))
+    for name, array in logits.items():
+        save_array(run.teacher_logits(name), array.astype(np.float32))
+    scores = {
+        f"{name}_accuracy": float((load_array(run.teacher_logits(name)).argmax(-1) == data.encoded[name].labels).mean())
+        for name in ("validation", "test")
+    }
+    atomic_write_json(run.teacher / "eval.json", scores)
+    return scores
+
+
+def run_teacher_stage(cfg: ExperimentConfig, run: RunDir, data: PreparedData,
+                      fault: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The whole teacher stage: the chosen acquisition (+ the random baseline when asked),
+    the exported teacher, its cached logits and the learning curve."""
+    started = time.monotonic()
+    runs = [train_teacher(cfg, run, data, cfg.al.acquisition, fault)]
+    if cfg.al.compare_random and cfg.al.acquisition != "random":
+        runs.append(train_teacher(cfg, run, data, "random"))
+    write_curve(run, runs)
+    scores = export_teacher(cfg, run, data, runs[0].checkpoint_dir)
+    print(f"[teacher] exported to {run.teacher} (val acc {scores['validation_accuracy']:.4f}, "
+          f"test acc {scores['test_accuracy']:.4f}) in {time.monotonic() - started:.0f}s", flush=True)
+    return {"runs": runs, **scores}

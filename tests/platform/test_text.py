@@ -1,0 +1,246 @@
+"""Tokenizer and batching: a trained WordPiece tokenizer survives save/load, pairs get segment
+ids, padding is per batch, and the bucketed sampler covers every index on every rank."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from raydistill.platform.config import TokenizerConfig
+from raydistill.platform.data import Split
+from raydistill.platform.errors import CheckpointError, DataError
+from raydistill.platform.text import (
+    BATCH_KEYS,
+    SPECIAL_TOKENS,
+    Encoded,
+    EncodedDataset,
+    LengthBucketSampler,
+    build_tokenizer,
+    collate,
+    encode,
+    encode_texts,
+    load_tokenizer,
+    make_loader,
+)
+
+pytestmark = pytest.mark.unit
+
+WORDS = "the film is a quiet slow funny dull bright moving story about love war and a dog".split()
+CORPUS = [" ".join(WORDS[(i * k) % len(WORDS)] for k in range(1, 4 + i % 9)) for i in range(300)]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return build_tokenizer(TokenizerConfig(vocab_size=150, max_length=16), CORPUS)
+
+
+def _ids(tok, texts, pairs=None):
+    enc = tok(texts, pairs, return_token_type_ids=True)
+    return enc["input_ids"], enc["token_type_ids"]
+
+
+# ---------------------------------------------------------------- tokenizer
+
+
+def test_trained_tokenizer_layout(tokenizer):
+    assert [tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS] == [0, 1, 2, 3, 4]
+    assert tokenizer.pad_token_id == 0 and tokenizer.model_max_length == 16
+    ids, types = _ids(tokenizer, ["The film is FUNNY"])
+    assert ids[0][0] == tokenizer.cls_token_id and ids[0][-1] == tokenizer.sep_token_id
+    assert tokenizer.convert_ids_to_tokens(ids[0][1:-1]) == ["the", "film", "is", "funny"]
+    assert types == [[0] * 6]
+
+
+def test_training_is_reproducible(tokenizer):
+    # The trainer numbers its vocabulary in hash order; build_tokenizer renumbers it.
+    again = build_tokenizer(TokenizerConfig(vocab_size=150, max_length=16), CORPUS)
+    assert again.backend_tokenizer.to_str() == tokenizer.backend_tokenizer.to_str()
+
+
+def test_pairs_get_segment_ids(tokenizer):
+    ids, types = _ids(tokenizer, ["a quiet film"], ["a dull story"])
+    sep = tokenizer.sep_token_id
+    first_sep = ids[0].index(sep)
+    assert ids[0][0] == tokenizer.cls_token_id and ids[0][-1] == sep
+    assert types[0] == [0] * (first_sep + 1) + [1] * (len(ids[0]) - first_sep - 1)
+    assert 1 in types[0]
+
+
+def test_lowercase_setting():
+    cased = build_tokenizer(TokenizerConfig(vocab_size=150, lowercase=False), [*CORPUS, "Film"])
+    assert cased("Film")["input_ids"] != cased("film")["input_ids"]
+    lower = build_tokenizer(TokenizerConfig(vocab_size=150), CORPUS)
+    assert lower("FILM")["input_ids"] == lower("film")["input_ids"]
+
+
+def test_round_trip_through_save_pretrained(tokenizer, tmp_path):
+    tokenizer.save_pretrained(tmp_path / "tok")
+    loaded = load_tokenizer(tmp_path / "tok")
+    texts, pairs = [*CORPUS[:20], "an unseen word: zyzzyva!"], CORPUS[20:41]
+    assert _ids(loaded, texts) == _ids(tokenizer, texts)
+    assert _ids(loaded, texts, pairs) == _ids(tokenizer, texts, pairs)
+    assert loaded.get_vocab() == tokenizer.get_vocab()
+    assert loaded.pad_token_id == 0 and loaded.model_max_length == 16
+    assert "token_type_ids" in loaded.model_input_names
+    # A config naming the directory as `pretrained` loads it instead of training.
+    again = build_tokenizer(TokenizerConfig(pretrained=str(tmp_path / "tok")), [])
+    assert again.get_vocab() == tokenizer.get_vocab()
+
+
+def test_tokenizer_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="tokenizer directory not found"):
+        load_tokenizer(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="cannot load a tokenizer from"):
+        load_tokenizer(tmp_path / "empty")
+    with pytest.raises(DataError, match="no texts"):
+        build_tokenizer(TokenizerConfig(), [])
+
+
+# ---------------------------------------------------------------- encoding
+
+
+def test_encode_truncates_without_padding(tokenizer):
+    split = Split(["a dog", CORPUS[8] * 5, "love"], np.array([1, 0, 1]))
+    enc = encode(tokenizer, split, max_length=10)
+    assert len(enc) == 3 and enc.lengths.tolist() == [4, 10, 3]
+    assert enc.input_ids[1][-1] == tokenizer.sep_token_id  # truncation keeps the [SEP]
+    assert enc.labels.tolist() == [1, 0, 1]
+    assert enc.token_type_ids[0] == [0, 0, 0, 0]
+
+
+def test_encode_pairs(tokenizer):
+    split = Split(["a dog", "love"], np.array([0, 2]), ["war", "a quiet story"])
+    enc = encode(tokenizer, split, max_length=32)
+    assert enc.token_type_ids[0] == [0, 0, 0, 0, 1, 1]
+    assert enc.input_ids[0] == _ids(tokenizer, ["a dog"], ["war"])[0][0]
+
+
+def test_encoded_dataset_items():
+    enc = Encoded([[2, 5, 3], [2, 3]], [[0, 0, 0], [0, 0]], np.array([1, 0]))
+    item = EncodedDataset(enc)[1]
+    assert item == {"input_ids": [2, 3], "token_type_ids": [0, 0], "label": 0, "index": 1}
+
+
+def test_collate_pads_to_longest():
+    items = [
+        {"input_ids": [2, 7, 3], "token_type_ids": [0, 0, 0], "label": 1, "index": 4},
+        {"input_ids": [2, 7, 3, 9, 3], "token_type_ids": [0, 0, 0, 1, 1], "label": 0, "index": 9},
+    ]
+    batch = collate(items, pad_token_id=5)
+    assert (
+        tuple(batch)
+        == BATCH_KEYS
+        == ("input_ids", "attention_mask", "token_type_ids", "labels", "index")
+    )
+    assert all(t.dtype == torch.long for t in batch.values())
+    assert batch["input_ids"].tolist() == [[2, 7, 3, 5, 5], [2, 7, 3, 9, 3]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]
+    assert batch["token_type_ids"].tolist() == [[0, 0, 0, 0, 0], [0, 0, 0, 1, 1]]
+    assert batch["labels"].tolist() == [1, 0] and batch["index"].tolist() == [4, 9]
+
+
+def test_encode_texts_for_serving(tokenizer):
+    batch = encode_texts(tokenizer, ["a dog", "the film is a funny story"], max_length=6)
+    assert set(batch) == {"input_ids", "attention_mask", "token_type_ids"}
+    assert batch["input_ids"].shape == (2, 6) and batch["input_ids"].dtype == torch.long
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 1, 0, 0], [1] * 6]
+    pairs = encode_texts(tokenizer, ["a dog"], max_length=16, text_pairs=["war"])
+    assert pairs["token_type_ids"].tolist() == [[0, 0, 0, 0, 1, 1]]
+
+
+# ---------------------------------------------------------------- bucketed batches
+
+
+LENGTHS = np.random.default_rng(0).integers(1, 65, size=1000)
+
+
+def _epoch(sampler: LengthBucketSampler) -> list[list[int]]:
+    batches = list(sampler)
+    assert len(batches) == len(sampler)
+    return batches
+
+
+def test_sampler_covers_every_index_once_per_epoch():
+    sampler = LengthBucketSampler(LENGTHS, batch_size=16, seed=3)
+    seen = []
+    for epoch in range(2):
+        sampler.set_epoch(epoch)
+        batches = _epoch(sampler)
+        flat = [i for b in batches for i in b]
+        assert sorted(flat) == list(range(1000))
+        assert all(len(b) <= 16 for b in batches) and len(batches) == 63
+        seen.append(batches)
+    assert seen[0] != seen[1]
+
+
+def test_sampler_batches_are_length_homogeneous():
+    batches = _epoch(LengthBucketSampler(LENGTHS, batch_size=16))
+    spread = np.mean([np.ptp(LENGTHS[b]) for b in batches])
+    random_spread = np.mean([np.ptp(LENGTHS[b]) for b in np.split(np.arange(992), 62)])
+    assert spread < 5 < 40 < random_spread
+
+
+def test_sampler_is_reproducible_by_seed():
+    def order(seed):
+        return _epoch(LengthBucketSampler(LENGTHS, 16, seed=seed))
+
+    assert order(1) == order(1)
+    assert order(1) != order(2)
+
+
+def test_sampler_restricted_to_indices():
+    chosen = np.arange(0, 1000, 7)
+    batches = _epoch(LengthBucketSampler(LENGTHS, 10, indices=chosen))
+    assert sorted(i for b in batches for i in b) == chosen.tolist()
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_sampler_ranks_get_equal_batches_and_cover_all(shuffle):
+    per_rank = [
+        _epoch(LengthBucketSampler(LENGTHS[:100], 8, shuffle=shuffle, num_replicas=3, rank=r))
+        for r in range(3)
+    ]
+    assert [len(b) for b in per_rank] == [5, 5, 5]  # 13 batches padded to 15
+    flat = [i for batches in per_rank for b in batches for i in b]
+    assert set(flat) == set(range(100))
+    assert len(flat) - 100 <= 2 * 8  # only the two repeated batches overlap
+
+
+def test_sampler_unshuffled_order_is_by_length_then_index():
+    lengths = np.array([5, 3, 5, 1, 3, 9])
+    sampler = LengthBucketSampler(lengths, batch_size=4, shuffle=False)
+    first = _epoch(sampler)
+    assert first == [[3, 1, 4, 0], [2, 5]]
+    sampler.set_epoch(7)
+    assert _epoch(sampler) == first
+
+
+def test_sampler_edge_cases():
+    assert _epoch(LengthBucketSampler(LENGTHS, 4, indices=[])) == []
+    for rank in range(3):  # one batch, three ranks: each still gets a step
+        sampler = LengthBucketSampler(LENGTHS, 4, indices=[5], num_replicas=3, rank=rank)
+        assert _epoch(sampler) == [[5]]
+    with pytest.raises(ValueError, match=r"rank 2 is outside 0\.\.1"):
+        LengthBucketSampler(LENGTHS, 4, num_replicas=2, rank=2)
+    with pytest.raises(ValueError, match=r"indices must lie in 0\.\.999"):
+        LengthBucketSampler(LENGTHS, 4, indices=[1000])
+
+
+def test_make_loader(tokenizer):
+    split = Split(CORPUS[:50], np.arange(50) % 2)
+    enc = encode(tokenizer, split, max_length=16)
+    loader = make_loader(enc, batch_size=8, pad_token_id=tokenizer.pad_token_id)
+    seen = []
+    for batch in loader:
+        width = batch["input_ids"].shape[1]
+        lengths = batch["attention_mask"].sum(1)
+        assert lengths.max() == width
+        assert lengths.tolist() == enc.lengths[batch["index"]].tolist()
+        assert batch["labels"].tolist() == (batch["index"] % 2).tolist()
+        seen += batch["index"].tolist()
+    assert sorted(seen) == list(range(50))
+    shuffled = make_loader(enc, 8, indices=range(10, 30), shuffle=True, seed=1)
+    shuffled.batch_sampler.set_epoch(2)
+    assert sorted(i for b in shuffled for i in b["index"].tolist()) == list(range(10, 30))

@@ -1,0 +1,265 @@
+"""The Serve app: predictions equal in-process ones, batching is real, bad input gets a 4xx,
+the token is enforced, a slow or broken model gives 503. One deployment for the module."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import pytest
+import yaml
+
+from raydistill.serve.app import (
+    BuildArgs,
+    Predictor,
+    build_app,
+    deploy,
+    serve_settings,
+    shutdown,
+)
+
+TOKEN = "s3cret-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+TEXTS = [
+    "a warm, funny and moving film",
+    "the plot is thin and the jokes fall flat",
+    "",
+    "unseen words zyxq qwerty",
+    "one of the best thrillers in years " * 12,  # longer than max_length: truncated
+    "Tedious, OVERLONG and oddly joyless!",
+]
+
+
+@pytest.fixture(scope="module")
+def predictors(tiny_run):
+    return {name: Predictor(tiny_run / name, max_length=32) for name in ("student", "teacher")}
+
+
+@pytest.fixture(scope="module")
+def served(ray_cluster, tiny_run, get_free_port):
+    url = deploy(tiny_run, port=get_free_port(), token=TOKEN)
+    try:
+        yield url
+    finally:
+        shutdown()
+
+
+@pytest.fixture(scope="module")
+def client(served):
+    with httpx.Client(base_url=served, headers=AUTH, timeout=30, trust_env=False) as c:
+        yield c
+
+
+# ----------------------------------------------------------------------------- no Serve
+
+
+@pytest.mark.unit
+def test_predictor_answers_in_order_whatever_the_chunking(tiny_run, predictors):
+    student = predictors["student"]
+    preds = student.predict(TEXTS)
+    assert [set(p) for p in preds] == [{"label", "score"}] * len(TEXTS)
+    assert all(p["label"] in ("negative", "positive") and 0.5 <= p["score"] <= 1 for p in preds)
+    assert student.predict([]) == []
+    small_chunks = Predictor(tiny_run / "student", max_length=32, chunk_size=2)
+    assert small_chunks.logits(TEXTS).allclose(student.logits(TEXTS), atol=1e-5)
+    logits = student.logits(TEXTS)
+    assert [student.labels[i] for i in logits.argmax(-1).tolist()] == [p["label"] for p in preds]
+    assert (student.num_layers, predictors["teacher"].num_layers) == (2, 4)
+
+
+@pytest.mark.unit
+def test_build_args_follow_serve_builder_convention(tiny_run):
+    from ray.serve._private.api import call_user_app_builder_with_args_if_necessary
+    from ray.serve.deployment import Application
+
+    app = call_user_app_builder_with_args_if_necessary(
+        build_app, {"run_dir": str(tiny_run), "max_batch_size": "4"}
+    )
+    assert isinstance(app, Application)
+    assert BuildArgs(run_dir="x", max_batch_size=4, token="t").overrides() == {"max_batch_size": 4}
+    with pytest.raises(Exception, match="not_a_setting"):
+        build_app({"run_dir": str(tiny_run), "not_a_setting": 1})
+
+
+@pytest.mark.unit
+def test_serve_settings_reject_bad_overrides(tiny_run):
+    from raydistill.platform.config import load_config
+    from raydistill.platform.errors import ConfigError
+
+    cfg = load_config(tiny_run / "config.yaml")
+    assert serve_settings(cfg, {"max_batch_size": 3}).max_batch_size == 3
+    with pytest.raises(ConfigError, match="max_batch_size"):
+        serve_settings(cfg, {"max_batch_size": 0})
+    with pytest.raises(ConfigError, match="unknown serve settings"):
+        serve_settings(cfg, {"batch": 3})
+
+
+# ----------------------------------------------------------------------------- over HTTP
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("model", ["student", "teacher"])
+def test_classify_matches_in_process_argmax(client, predictors, model):
+    r = client.post("/v1/classify", json={"texts": TEXTS, "model": model})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model"] == model and body["latency_ms"] > 0
+    expected = predictors[model].predict(TEXTS)
+    assert [p["label"] for p in body["predictions"]] == [p["label"] for p in expected]
+    assert [p["score"] for p in body["predictions"]] == pytest.approx(
+        [p["score"] for p in expected], abs=1e-4
+    )
+
+
+@pytest.mark.ray
+def test_request_larger_than_a_batch_is_split(client, predictors):
+    texts = [f"{TEXTS[i % 2]} {i}" for i in range(16)]  # max_batch_size is 8, the limit 16
+    r = client.post("/v1/classify", json={"texts": texts})  # model defaults to the student
+    assert r.status_code == 200, r.text
+    assert [p["label"] for p in r.json()["predictions"]] == [
+        p["label"] for p in predictors["student"].predict(texts)
+    ]
+
+
+@pytest.mark.ray
+def test_models_and_health(client):
+    models = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
+    student, teacher = models["student"], models["teacher"]
+    assert (student["layers"], teacher["layers"]) == (2, 4)
+    assert 0 < student["parameters"] < teacher["parameters"]
+    assert student["strategy"] == "uniform" and student["teacher_layers"] == [0, 3]
+    assert student["validation_accuracy"] == 0.8125 and teacher["validation_accuracy"] == 0.875
+    assert student["available"] and teacher["available"]
+    health = httpx.get(f"{client.base_url}/healthz", timeout=30, trust_env=False)
+    assert health.status_code == 200 and health.json()["models"] == {"student": True, "teacher": True}
+
+
+@pytest.mark.ray
+def test_batching_is_real(client, served):
+    def observed():
+        return {m: s["batch_sizes"] for m, s in client.get("/v1/stats").json().items()}
+
+    before = observed()["student"]
+
+    async def burst():
+        async with httpx.AsyncClient(base_url=served, headers=AUTH, timeout=30, trust_env=False) as c:
+            return await asyncio.gather(*(
+                c.post("/v1/classify", json={"texts": [f"{TEXTS[i % 4]} {i}"]}) for i in range(32)
+            ))
+
+    responses = asyncio.run(burst())
+    assert [r.status_code for r in responses] == [200] * 32
+    after = observed()["student"]
+    new = {int(k): v - before.get(k, 0) for k, v in after.items() if v > before.get(k, 0)}
+    assert sum(k * v for k, v in new.items()) == 32  # every text went through a batch once
+    assert max(new) > 1, f"no batch held more than one text: {new}"
+    assert max(int(k) for k in after) <= 8  # never more than max_batch_size texts
+
+
+def _raw(client, body: bytes, ctype="application/json", **kw):
+    return client.post("/v1/classify", content=body, headers={**AUTH, "Content-Type": ctype}, **kw)
+
+
+BAD_REQUESTS = [
+    ("invalid json", lambda c: _raw(c, b"{not json"), 400, "not valid JSON"),
+    ("invalid utf-8", lambda c: _raw(c, b'{"texts": ["\xff\xfe"]}'), 400, "not valid JSON"),
+    ("deep nesting", lambda c: _raw(c, b"[" * 3000), 400, "not valid JSON"),
+    ("wrong content type", lambda c: _raw(c, b'{"texts": ["a"]}', "text/plain"), 415, "application/json"),
+    ("no content type", lambda c: _raw(c, b'{"texts": ["a"]}', ""), 415, "application/json"),
+    ("body not an object", lambda c: c.post("/v1/classify", json=["a"]), 422, "JSON object"),
+    ("texts missing", lambda c: c.post("/v1/classify", json={}), 422, "texts"),
+    ("texts a string", lambda c: c.post("/v1/classify", json={"texts": "a"}), 422, "texts"),
+    ("texts null", lambda c: c.post("/v1/classify", json={"texts": None}), 422, "texts"),
+    ("non-string text", lambda c: c.post("/v1/classify", json={"texts": ["a", 3]}), 422, "texts.1"),
+    ("empty list", lambda c: c.post("/v1/classify", json={"texts": []}), 422, "texts"),
+    ("unknown model", lambda c: c.post("/v1/classify", json={"texts": ["a"], "model": "x"}), 422,
+     "unknown model 'x'"),
+    ("extra field", lambda c: c.post("/v1/classify", json={"texts": ["a"], "temp": 1}), 422, "temp"),
+    ("too many texts", lambda c: c.post("/v1/classify", json={"texts": ["a"] * 17}), 413,
+     "max_texts_per_request"),
+    ("text too long", lambda c: c.post("/v1/classify", json={"texts": ["a", "b" * 501]}), 413,
+     "max_chars_per_text"),
+    ("body too large", lambda c: c.post("/v1/classify", json={"texts": ["c" * 450] * 10}), 413,
+     "max_body_bytes"),
+    ("chunked body too large", lambda c: _raw(c, iter([b'{"texts": ["', b"d" * 5000, b'"]}'])),
+     413, "max_body_bytes"),
+    ("wrong method", lambda c: c.get("/v1/classify"), 405, ""),
+    ("unknown path", lambda c: c.get("/v1/nothing"), 404, ""),
+]
+
+
+@pytest.mark.ray
+def test_bad_input_gets_a_clear_4xx_and_good_requests_still_work(client):
+    failures = []
+    for name, send, status, fragment in BAD_REQUESTS:
+        r = send(client)
+        body = r.json()  # always JSON, never an HTML error page
+        if r.status_code != status or fragment not in json.dumps(body):
+            failures.append(f"{name}: {r.status_code} {body}")
+    assert not failures, "\n".join(failures)
+    ok = client.post("/v1/classify", json={"texts": ["still works"], "model": "teacher"})
+    assert ok.status_code == 200 and len(ok.json()["predictions"]) == 1
+
+
+@pytest.mark.ray
+def test_token_is_required(served):
+    with httpx.Client(base_url=served, timeout=30, trust_env=False) as anon:
+        for path in ("/v1/models", "/v1/stats"):
+            assert anon.get(path).status_code == 401
+        body = {"texts": ["a"]}
+        assert anon.post("/v1/classify", json=body).status_code == 401
+        wrong = {"Authorization": "Bearer nope"}
+        assert anon.post("/v1/classify", json=body, headers=wrong).status_code == 401
+        assert anon.post("/v1/classify", json=body, headers=AUTH).status_code == 200
+        # the page, the docs and the health check stay open
+        assert anon.get("/").status_code == 200 and "Classify" in anon.get("/").text
+        assert anon.get("/page/app.js").status_code == 200
+        assert anon.get("/docs").status_code == 200
+        assert "/v1/classify" in anon.get("/openapi.json").json()["paths"]
+        assert anon.get("/healthz").status_code == 200
+
+
+@pytest.mark.ray
+def test_serve_config_yaml_is_deployable(served, tiny_run):
+    from ray.serve.schema import ServeDeploySchema
+
+    written = yaml.safe_load((tiny_run / "serve_config.yaml").read_text())
+    schema = ServeDeploySchema.parse_obj(written)
+    app = schema.applications[0]
+    assert app.import_path == "raydistill.serve.app:build_app"
+    assert app.args["run_dir"] == str(tiny_run.resolve())
+    assert written["http_options"]["host"] == "127.0.0.1"
+    assert TOKEN not in (tiny_run / "serve_config.yaml").read_text()
+
+
+@pytest.mark.ray
+def test_slow_or_broken_model_gives_503_not_a_hang(served, tiny_run):
+    from ray import serve
+
+    from raydistill.serve.app import Gateway
+
+    # Defined here so Ray pickles it by value (the test module is not importable in replicas).
+    @serve.deployment(ray_actor_options={"num_cpus": 0.05})
+    class Flaky:
+        async def __call__(self, texts):
+            if texts[0] == "boom":
+                raise RuntimeError("model crashed")
+            await asyncio.sleep(30)
+
+        async def info(self):
+            await asyncio.sleep(30)
+
+    limits = {"request_timeout_s": 1.0}
+    app = Gateway.options(ray_actor_options={"num_cpus": 0.05}).bind({"student": Flaky.bind()}, limits)
+    serve.run(app, name="flaky", route_prefix="/flaky")
+    try:
+        url = f"{served}/flaky"
+        slow = httpx.post(f"{url}/v1/classify", json={"texts": ["a"]}, timeout=20, trust_env=False)
+        assert slow.status_code == 503 and "did not answer within 1 s" in slow.json()["error"]
+        boom = httpx.post(f"{url}/v1/classify", json={"texts": ["boom"]}, timeout=20, trust_env=False)
+        assert boom.status_code == 503 and "unavailable" in boom.json()["error"]
+        health = httpx.get(f"{url}/healthz", timeout=20, trust_env=False)
+        assert health.status_code == 503 and health.json()["models"] == {"student": False}
+    finally:
+        serve.delete("flaky")
