@@ -37,3 +37,74 @@ def ray_cluster():
     except Exception:
         pass
     ray.shutdown()
+
+
+# A tiny study on the embedded data (hidden 32, seq 32, pool 1.5k): big enough to learn
+# something, small enough that the session's Ray tests share one run directory.
+TINY_OVERRIDES = [
+    "name=tiny",
+    "data.max_train=2000",
+    "data.max_eval=400",
+    "tokenizer.vocab_size=2000",
+    "tokenizer.max_length=32",
+    "teacher.num_layers=4",
+    "teacher.hidden_size=32",
+    "teacher.num_heads=2",
+    "teacher.intermediate_size=64",
+    "teacher.epochs_per_round=4",
+    "teacher.lr=0.003",
+    "teacher.batch_size=32",
+    "al.initial_labeled=1000",
+    "al.query_size=250",
+    "al.rounds=2",
+    "al.compare_random=false",
+    "al.score_batch_size=64",
+    "student.num_layers=2",
+    "student.epochs=2",
+    "student.lr=0.003",
+    "sweep.strategies=[bottom,top,odd,uniform]",
+    "sweep.custom_layers=null",
+    "sweep.temperatures=[1.0,4.0]",
+    "sweep.seeds=[0,1]",
+    "serve.cpus_per_replica=0.1",
+    "bench.batch_sizes=[1,8]",
+    "bench.concurrency=[1,8]",
+    "bench.requests_per_level=20",
+    "bench.seconds_per_level=3",
+]
+
+
+def tiny_config(runs_dir, *extra: str):
+    from raydistill.platform.config import load_config
+    from raydistill.pipeline import QUICKSTART
+
+    return load_config(QUICKSTART, [f"runs_dir={runs_dir}", *TINY_OVERRIDES, *extra])
+
+
+@pytest.fixture(scope="session")
+def make_tiny_config():
+    """``make_tiny_config(runs_dir, "key=value", ...)``: the tiny study's config plus overrides."""
+    return tiny_config
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher_run(ray_cluster, tmp_path_factory):
+    """A run directory whose teacher stage has finished (2 Train workers, 2 AL rounds)."""
+    from raydistill.pipeline import new_run, run_teacher
+    from raydistill.platform.prepared import prepare_data
+
+    cfg = tiny_config(tmp_path_factory.mktemp("runs"))
+    run = new_run(cfg)
+    data = prepare_data(cfg, run)
+    info = run_teacher(cfg, run, data)
+    return cfg, run, data, info
+
+
+@pytest.fixture(scope="session")
+def tiny_study_run(tiny_teacher_run):
+    """The same run after the sweep (4 strategies x 2 T x 2 seeds), winner export and report."""
+    from raydistill.pipeline import run_study
+
+    cfg, run, data, info = tiny_teacher_run
+    summary = run_study(cfg, run, serve=False)
+    return cfg, run, data, summary

@@ -39,7 +39,7 @@ def prepare_data(cfg: ExperimentConfig, run: RunDir) -> PreparedData:
     if (run.tokenizer / "tokenizer.json").is_file() or (run.tokenizer / "tokenizer_config.json").is_file():
         tokenizer = load_tokenizer(run.tokenizer)
     else:
-        tokenizer = build_tokenizer(cfg.tokenizer, dataset.train.texts)
+        tokenizer = build_tokenizer(cfg.tokenizer, dataset.train.texts + (dataset.train.text_pairs or []))
         tokenizer.save_pretrained(str(run.tokenizer))
     encoded = {
         name: encode(tokenizer, dataset.split(name), cfg.tokenizer.max_length)

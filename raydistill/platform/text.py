@@ -42,7 +42,12 @@ _BUCKET_BATCHES = 50  # batches per length-sorted chunk: homogeneous lengths, st
 
 def build_tokenizer(cfg: TokenizerConfig, train_texts: Sequence[str]) -> PreTrainedTokenizerFast:
     """``cfg.pretrained`` loaded, or a BERT-style WordPiece tokenizer trained on ``train_texts``.
-    Raises CheckpointError if a pretrained one cannot be loaded, DataError if there is no text."""
+
+    Train it once per run and save it in the run directory: the ``tokenizers`` trainer breaks
+    ties between equally frequent merges in hash order, so two trainings on the same texts can
+    differ in a token or two (on the embedded data at 8000 tokens, 3 runs in 8 swapped one).
+    Raises CheckpointError if a pretrained one cannot be loaded, DataError if there is no text.
+    """
     if cfg.pretrained is not None:
         return load_tokenizer(cfg.pretrained)
     if not train_texts:
@@ -54,8 +59,8 @@ def build_tokenizer(cfg: TokenizerConfig, train_texts: Sequence[str]) -> PreTrai
         vocab_size=cfg.vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False
     )
     tok.train_from_iterator(train_texts, trainer, length=len(train_texts))
-    # The trainer finds the same vocabulary every time but numbers it by hash order; renumber
-    # (specials first, then sorted) so equal data gives an identical tokenizer file and hash.
+    # The trainer numbers tokens in hash order; renumber (specials first, then sorted) so that
+    # equal vocabularies give byte-identical tokenizer files and hashes.
     learned = sorted(set(tok.get_vocab()) - set(SPECIAL_TOKENS))
     vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS + learned)}
     tok.model = models.WordPiece(vocab=vocab, unk_token=UNK)

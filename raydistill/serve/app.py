@@ -20,6 +20,7 @@ run_dir=runs/x``); :func:`deploy` starts Serve on this Ray cluster and returns t
 import asyncio
 import collections
 import csv
+import dataclasses
 import hmac
 import html
 import json
@@ -363,6 +364,13 @@ _CLASSIFY_BODY = {
 }
 
 
+async def _await(response: Any) -> Any:
+    """A DeploymentResponse as a coroutine (``asyncio.wait_for`` wants one)."""
+    return await response
+
+
+# Serve pickles a deployment class when it is decorated, with the module globals defined so
+# far: everything the Gateway uses is defined above it.
 @serve.deployment
 @serve.ingress(api)
 class Gateway:
@@ -528,10 +536,6 @@ class Gateway:
         return Response((PAGE_DIR / name).read_bytes(), media_type=PAGE_ASSETS[name])
 
 
-async def _await(response: Any) -> Any:
-    return await response
-
-
 # ----------------------------------------------------------------------------- building, deploying
 
 
@@ -642,7 +646,9 @@ def cpus_needed(settings: ServeConfig, n_models: int) -> float:
     return settings.cpus_per_replica * (n_models + 1) * settings.num_replicas
 
 
-def serve_config_yaml(run: RunDir, host: str, port: int, overrides: dict[str, Any]) -> str:
+def serve_config_yaml(
+    run: RunDir, host: str, port: int, overrides: dict[str, Any], models: list[str] | None = None
+) -> str:
     """A ``serve build``-style config, so ``serve deploy <file>`` runs this app on a cluster."""
     config = {
         "proxy_location": "EveryNode",
@@ -652,7 +658,11 @@ def serve_config_yaml(run: RunDir, host: str, port: int, overrides: dict[str, An
                 "name": APP_NAME,
                 "route_prefix": "/",
                 "import_path": "raydistill.serve.app:build_app",
-                "args": {"run_dir": str(run.root), **settings_overrides(overrides)},
+                "args": {
+                    "run_dir": str(run.root),
+                    **({"models": models} if models else {}),
+                    **settings_overrides(overrides),
+                },
             }
         ],
     }
@@ -675,6 +685,52 @@ def serve_http_address() -> tuple[str, int] | None:
     return cfg.host, int(cfg.port)
 
 
+@dataclasses.dataclass(frozen=True)
+class AppSpec:
+    """One application of a run for :func:`deploy_many`: its name, route and settings."""
+
+    name: str = APP_NAME
+    route_prefix: str = "/"
+    overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    models: list[str] | None = None
+
+
+def deploy_many(
+    run_dir: str | Path,
+    specs: list[AppSpec],
+    host: str | None = None,
+    port: int | None = None,
+    token: str | None = None,
+) -> list[str]:
+    """Deploy several applications of one run at once (their replicas start in parallel);
+    return their base URLs. Arguments as in :func:`deploy`."""
+    from raydistill.trainables.resources import preflight
+
+    run = RunDir.existing(run_dir)
+    cfg = load_config(run.config)
+    if token is None:
+        token = os.environ.get(TOKEN_ENV, "")
+    targets, cpus, gpus = [], 0.0, 0.0
+    for spec in specs:
+        settings = serve_settings(cfg, spec.overrides)
+        args = BuildArgs(run_dir=str(run.root), token=token, models=spec.models,
+                         **settings_overrides(spec.overrides))
+        n_models = len(served_models(run, spec.models))
+        cpus += cpus_needed(settings, n_models)
+        gpus += settings.gpus_per_replica * n_models * settings.num_replicas
+        targets.append(serve.RunTarget(build_app(args), name=spec.name, route_prefix=spec.route_prefix))
+    # Ray would queue replicas that cannot be placed and wait forever: fail with the settings.
+    preflight("serve", {"CPU": (cpus, "serve.cpus_per_replica x (models + gateway) x serve.num_replicas")})
+    if gpus:
+        preflight("serve", {"GPU": (gpus, "serve.gpus_per_replica x models x serve.num_replicas")})
+    serve.start(http_options={"host": host or cfg.serve.host, "port": port or cfg.serve.port})
+    serve.run_many(targets)
+    actual_host, actual_port = serve_http_address() or (host, port)
+    if actual_host in ("0.0.0.0", "::", ""):
+        actual_host = "127.0.0.1"
+    return [f"http://{actual_host}:{actual_port}{spec.route_prefix.rstrip('/')}" for spec in specs]
+
+
 def deploy(
     run_dir: str | Path,
     host: str | None = None,
@@ -690,36 +746,21 @@ def deploy(
     """Deploy a run's student and teacher on the connected Ray cluster; return the base URL.
 
     ``host``/``port`` default to the run's ``serve.host``/``serve.port`` (127.0.0.1:8000) and
-    only apply when this call starts Serve. ``token=None`` reads ``RAYDISTILL_API_TOKEN``;
-    ``token=""`` turns it off. ``models`` picks some of student/teacher (default: all present).
-    ``overrides`` are ``serve`` settings (``max_batch_size=8``).
-    Writes ``<run>/serve_config.yaml`` unless ``write_config=False``. Needs ``ray.init()``
-    first. Raises ConfigError, CheckpointError, ResourceError.
+    only apply when this call starts Serve (the URL returned is where Serve really listens).
+    ``token=None`` reads ``RAYDISTILL_API_TOKEN``; ``token=""`` turns it off. ``models`` picks
+    some of student/teacher (default: all present). ``overrides`` are ``serve`` settings
+    (``max_batch_size=8``). Writes ``<run>/serve_config.yaml`` unless ``write_config=False``.
+    Needs ``ray.init()`` first. Returns once the app answers. Raises ConfigError,
+    CheckpointError, ResourceError.
     """
-    from raydistill.trainables.resources import preflight
-
-    run = RunDir.existing(run_dir)
-    cfg = load_config(run.config)
-    settings = serve_settings(cfg, overrides)
-    host = host or settings.host
-    port = port or settings.port
-    if token is None:
-        token = os.environ.get(TOKEN_ENV, "")
-    args = BuildArgs(run_dir=str(run.root), token=token, models=models, **settings_overrides(overrides))
-    n_models = len(served_models(run, args.models))
-    preflight("serve", {"CPU": (cpus_needed(settings, n_models),
-                                "serve.cpus_per_replica x (models + gateway) x serve.num_replicas")})
-    if settings.gpus_per_replica:
-        preflight("serve", {"GPU": (settings.gpus_per_replica * n_models * settings.num_replicas,
-                                    "serve.gpus_per_replica x models x serve.num_replicas")})
-    serve.start(http_options={"host": host, "port": port})
-    serve.run(build_app(args), name=name, route_prefix=route_prefix)
+    spec = AppSpec(name=name, route_prefix=route_prefix, overrides=overrides, models=models)
+    url = deploy_many(run_dir, [spec], host=host, port=port, token=token)[0]
     if write_config:
-        atomic_write_text(run.root / "serve_config.yaml", serve_config_yaml(run, host, port, overrides))
-    actual_host, actual_port = serve_http_address() or (host, port)
-    if actual_host in ("0.0.0.0", "::", ""):
-        actual_host = "127.0.0.1"
-    return f"http://{actual_host}:{actual_port}{route_prefix.rstrip('/')}"
+        run = RunDir.existing(run_dir)
+        settings = serve_settings(load_config(run.config), overrides)
+        yaml_text = serve_config_yaml(run, host or settings.host, port or settings.port, overrides, models)
+        atomic_write_text(run.root / "serve_config.yaml", yaml_text)
+    return url
 
 
 def shutdown(name: str | None = None) -> None:

@@ -167,34 +167,35 @@ def _serve_apps(
     run: RunDir, cfg: ExperimentConfig, base_url: str | None, baseline: bool, token: str | None,
     log: Callable[[str], None],
 ) -> Iterator[tuple[str, str | None]]:
-    """Yields (batched URL, baseline URL or None); removes what it deployed, whatever happens."""
+    """Yields (batched URL, baseline URL or None); removes what it deployed, whatever happens.
+
+    The baseline differs from the batched app only in ``max_batch_size=1``: same gateway,
+    same replicas and resources, same ``max_ongoing_requests``.
+    """
     from ray import serve
 
-    serve_was_running = serve_app.serve_http_address() is not None
-    deployed: list[str] = []
     settings = serve_app.serve_settings(cfg)
+    specs = []
+    if base_url is None:
+        specs.append(serve_app.AppSpec(name=BENCH_APP, route_prefix="/bench"))
+    if baseline:
+        same_ongoing = serve_app.model_ongoing_requests(settings)
+        specs.append(serve_app.AppSpec(
+            name=BASELINE_APP, route_prefix="/baseline",
+            overrides={"max_batch_size": 1, "max_ongoing_requests": same_ongoing},
+        ))
+    serve_was_running = serve_app.serve_http_address() is not None
     try:
-        if base_url is None:
-            log("[bench] deploying the batched app ...")
-            base_url = serve_app.deploy(run.root, token=token or "", name=BENCH_APP,
-                                        route_prefix="/bench", write_config=False)
-            deployed.append(BENCH_APP)
-        baseline_url = None
-        if baseline:
-            log("[bench] deploying the per-request baseline (max_batch_size=1) ...")
-            baseline_url = serve_app.deploy(
-                run.root, token=token or "", name=BASELINE_APP, route_prefix="/baseline",
-                write_config=False, max_batch_size=1,
-                max_ongoing_requests=serve_app.model_ongoing_requests(settings),
-            )
-            deployed.append(BASELINE_APP)
-        yield base_url, baseline_url
+        if specs:
+            log(f"[bench] deploying {', '.join(s.name for s in specs)} ...")
+        urls = dict(zip((s.name for s in specs), serve_app.deploy_many(run.root, specs, token=token or "")))
+        yield base_url or urls[BENCH_APP], urls.get(BASELINE_APP)
     finally:
         if not serve_was_running:
             serve.shutdown()
         else:
-            for name in deployed:
-                serve.delete(name)
+            for spec in specs:
+                serve.delete(spec.name)
 
 
 def measure_http(

@@ -143,7 +143,7 @@ def test_dataset_split_lookup_and_fingerprint():
     s = Split(["a", "b"], np.array([0, 1]))
     ds = TextDataset(s, s, s, ["n", "p"])
     assert ds.split("test") is s
-    with pytest.raises(DataError, match=r"unknown split 'dev'; choose from train, validation, test"):
+    with pytest.raises(DataError, match=r"unknown split 'dev'; choose from train, valid"):
         ds.split("dev")
     flipped = TextDataset(s, s, Split(["a", "b"], np.array([1, 0])), ["n", "p"])
     renamed = TextDataset(s, s, s, ["neg", "pos"])

@@ -1,12 +1,15 @@
 """A tiny run directory for the Serve tests: config, a 4-layer teacher and a 2-layer student
 (hidden 32) with a WordPiece tokenizer trained on a few sentences, and student provenance.
 
-Built once per session in seconds; nothing is downloaded."""
+Built once per session in seconds; nothing is downloaded. ``served`` deploys it once for the
+whole package (``__init__.py`` makes tests/serve a package, so the fixture's package scope ends
+with this folder)."""
 
 from __future__ import annotations
 
 import json
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -81,7 +84,8 @@ def tiny_run(tmp_path_factory) -> Path:
         "student": {"num_layers": 2},
         "al": {"initial_labeled": 4, "query_size": 2, "rounds": 1},
         "sweep": {"strategies": ["uniform"], "temperatures": [2.0], "seeds": [0]},
-        "serve": {"max_batch_size": 8, "batch_wait_timeout_s": 0.02, "cpus_per_replica": 0.2,
+        # a free port: the bench starts Serve itself when it is not running
+        "serve": {"port": free_port(), "max_batch_size": 8, "batch_wait_timeout_s": 0.02, "cpus_per_replica": 0.2,
                   "max_texts_per_request": 16, "max_chars_per_text": 500, "max_body_bytes": 4096,
                   "request_timeout_s": 20},
         "bench": {"batch_sizes": [1, 8], "concurrency": [1, 8], "requests_per_level": 16,
@@ -110,3 +114,31 @@ def tiny_run(tmp_path_factory) -> Path:
 def get_free_port():
     """A function returning a free loopback port (for Serve's HTTP proxy)."""
     return free_port
+
+
+@dataclass(frozen=True)
+class Served:
+    """The run's app deployed once for the tests of this package (student + teacher + gateway)."""
+
+    url: str
+    token: str
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+API_TOKEN = "s3cret-token"
+
+
+@pytest.fixture(scope="package")
+def served(ray_cluster, tiny_run) -> Served:
+    """Deployed once for tests/serve (package scope: shut down before other test folders run,
+    so its CPUs are free for them); token-protected, so every test exercises the token."""
+    from raydistill.serve.app import deploy, shutdown
+
+    url = deploy(tiny_run, port=free_port(), token=API_TOKEN)
+    try:
+        yield Served(url, API_TOKEN)
+    finally:
+        shutdown()

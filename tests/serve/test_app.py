@@ -1,5 +1,6 @@
 """The Serve app: predictions equal in-process ones, batching is real, bad input gets a 4xx,
-the token is enforced, a slow or broken model gives 503. One deployment for the module."""
+the token is enforced, a slow or broken model gives 503. Uses the package's one deployment
+(``served``, token-protected)."""
 
 from __future__ import annotations
 
@@ -10,17 +11,7 @@ import httpx
 import pytest
 import yaml
 
-from raydistill.serve.app import (
-    BuildArgs,
-    Predictor,
-    build_app,
-    deploy,
-    serve_settings,
-    shutdown,
-)
-
-TOKEN = "s3cret-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
+from raydistill.serve.app import BuildArgs, Predictor, build_app, serve_settings
 TEXTS = [
     "a warm, funny and moving film",
     "the plot is thin and the jokes fall flat",
@@ -37,17 +28,8 @@ def predictors(tiny_run):
 
 
 @pytest.fixture(scope="module")
-def served(ray_cluster, tiny_run, get_free_port):
-    url = deploy(tiny_run, port=get_free_port(), token=TOKEN)
-    try:
-        yield url
-    finally:
-        shutdown()
-
-
-@pytest.fixture(scope="module")
 def client(served):
-    with httpx.Client(base_url=served, headers=AUTH, timeout=30, trust_env=False) as c:
+    with httpx.Client(base_url=served.url, headers=served.auth, timeout=30, trust_env=False) as c:
         yield c
 
 
@@ -143,7 +125,7 @@ def test_batching_is_real(client, served):
     before = observed()["student"]
 
     async def burst():
-        async with httpx.AsyncClient(base_url=served, headers=AUTH, timeout=30, trust_env=False) as c:
+        async with httpx.AsyncClient(base_url=served.url, headers=served.auth, timeout=30, trust_env=False) as c:
             return await asyncio.gather(*(
                 c.post("/v1/classify", json={"texts": [f"{TEXTS[i % 4]} {i}"]}) for i in range(32)
             ))
@@ -158,7 +140,8 @@ def test_batching_is_real(client, served):
 
 
 def _raw(client, body: bytes, ctype="application/json", **kw):
-    return client.post("/v1/classify", content=body, headers={**AUTH, "Content-Type": ctype}, **kw)
+    # the client sends the bearer token; this only sets the content type
+    return client.post("/v1/classify", content=body, headers={"Content-Type": ctype}, **kw)
 
 
 BAD_REQUESTS = [
@@ -204,14 +187,14 @@ def test_bad_input_gets_a_clear_4xx_and_good_requests_still_work(client):
 
 @pytest.mark.ray
 def test_token_is_required(served):
-    with httpx.Client(base_url=served, timeout=30, trust_env=False) as anon:
+    with httpx.Client(base_url=served.url, timeout=30, trust_env=False) as anon:
         for path in ("/v1/models", "/v1/stats"):
             assert anon.get(path).status_code == 401
         body = {"texts": ["a"]}
         assert anon.post("/v1/classify", json=body).status_code == 401
         wrong = {"Authorization": "Bearer nope"}
         assert anon.post("/v1/classify", json=body, headers=wrong).status_code == 401
-        assert anon.post("/v1/classify", json=body, headers=AUTH).status_code == 200
+        assert anon.post("/v1/classify", json=body, headers=served.auth).status_code == 200
         # the page, the docs and the health check stay open
         assert anon.get("/").status_code == 200 and "Classify" in anon.get("/").text
         assert anon.get("/page/app.js").status_code == 200
@@ -230,7 +213,7 @@ def test_serve_config_yaml_is_deployable(served, tiny_run):
     assert app.import_path == "raydistill.serve.app:build_app"
     assert app.args["run_dir"] == str(tiny_run.resolve())
     assert written["http_options"]["host"] == "127.0.0.1"
-    assert TOKEN not in (tiny_run / "serve_config.yaml").read_text()
+    assert served.token not in (tiny_run / "serve_config.yaml").read_text()
 
 
 @pytest.mark.ray
@@ -254,7 +237,7 @@ def test_slow_or_broken_model_gives_503_not_a_hang(served, tiny_run):
     app = Gateway.options(ray_actor_options={"num_cpus": 0.05}).bind({"student": Flaky.bind()}, limits)
     serve.run(app, name="flaky", route_prefix="/flaky")
     try:
-        url = f"{served}/flaky"
+        url = f"{served.url}/flaky"
         slow = httpx.post(f"{url}/v1/classify", json={"texts": ["a"]}, timeout=20, trust_env=False)
         assert slow.status_code == 503 and "did not answer within 1 s" in slow.json()["error"]
         boom = httpx.post(f"{url}/v1/classify", json={"texts": ["boom"]}, timeout=20, trust_env=False)

@@ -1,0 +1,80 @@
+"""The load generator's bounds and the serving benchmark end to end on the tiny models."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+
+import pytest
+
+from raydistill.platform.config import BenchConfig
+from raydistill.serve.loadgen import LoadTargetError, ensure_loopback, run_load
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8000", "http://127.3.2.1", "http://[::1]:80/x",
+                                 "http://localhost:1/", "https://LOCALHOST"])
+def test_loopback_targets_are_accepted(url):
+    ensure_loopback(url)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("url", ["http://10.0.0.1:8000", "http://example.com", "http://0.0.0.0:8000",
+                                 "http://192.168.1.2", "ftp://127.0.0.1", "127.0.0.1:8000",
+                                 "http://localhost.example.com"])
+def test_other_targets_are_refused(url):
+    with pytest.raises(LoadTargetError):
+        run_load(url, "student", ["a"], 1, max_requests=1, max_seconds=1)
+
+
+@pytest.mark.unit
+def test_a_level_is_bounded_in_requests_and_seconds(get_free_port):
+    url = f"http://127.0.0.1:{get_free_port()}"  # nothing listens: every request fails fast
+    result = run_load(url, "student", ["a"], 4, max_requests=10, max_seconds=30)
+    assert (result["requests"], result["ok"], result["errors"]) == (10, 0, 10)
+    assert result["p99_ms"] is None and result["texts_per_s"] == 0
+    assert set(result["outcomes"]) == {"ConnectError"}
+    started = time.perf_counter()
+    result = run_load(url, "student", ["a"], 2, max_requests=10**9, max_seconds=0.5)
+    assert time.perf_counter() - started < 5 and result["requests"] < 10**9
+
+
+@pytest.mark.ray
+def test_bench_writes_json_md_and_plot_with_sane_numbers(served, tiny_run):
+    """Against the running app (as after ``raydistill serve``): only the baseline is deployed."""
+    from ray import serve
+
+    from raydistill.serve.bench import BASELINE_APP, run_bench
+
+    cfg = BenchConfig(batch_sizes=[1, 8], concurrency=[1, 8], requests_per_level=16,
+                      seconds_per_level=2.0)
+    lines: list[str] = []
+    result = run_bench(tiny_run, cfg, base_url=served.url, token=served.token, log=lines.append)
+    on_disk = json.loads((tiny_run / "bench.json").read_text())
+    assert on_disk["summary"] == pytest.approx(result["summary"])
+    assert (tiny_run / "plots" / "bench.png").stat().st_size > 10_000
+    md = (tiny_run / "bench.md").read_text()
+    assert "student/teacher" in md and result["machine"]["cpu"] in md and "torch" in md
+    assert any("in-process" in line for line in lines) and any("http" in line for line in lines)
+
+    assert [row["batch_size"] for row in result["in_process"]] == [1, 8]
+    for row in result["in_process"]:
+        assert row["student"]["texts_per_s"] > 0 and row["teacher"]["texts_per_s"] > 0
+        assert row["student_vs_teacher"] > 0
+    assert [row["concurrency"] for row in result["http"]] == [1, 8]
+    for row in result["http"]:
+        assert row["student_vs_teacher"] > 0
+        for key in ("student_batched", "teacher_batched", "student_per_request", "teacher_per_request"):
+            level = row[key]
+            assert level["errors"] == 0 and level["ok"] == level["requests"] > 0, level
+            assert level["requests"] <= 16
+            assert 0 < level["p50_ms"] <= level["p95_ms"] <= level["p99_ms"]
+        assert row["student_batched_vs_per_request"] > 0 and row["teacher_batched_vs_per_request"] > 0
+    summary = result["summary"]
+    assert all(v is not None and math.isfinite(v) for v in summary.values()), summary
+    assert result["texts"]["source"] == "validation split"
+    assert result["serve"]["baseline_max_batch_size"] == 1
+    # the bench removed the baseline it deployed and left the running app alone
+    apps = serve.status().applications
+    assert BASELINE_APP not in apps and "raydistill" in apps

@@ -1,0 +1,151 @@
+"""The student sweep on Ray Tune: grid completeness, layer provenance, distinct students, the
+report, the winner, the teacher-logit cache, and resuming an interrupted sweep."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from raydistill.platform.layers import teacher_layer_indices
+from raydistill.platform.report import load_results, summarize
+
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(1200)]
+
+
+def test_grid_completes_with_correct_layers_and_distinct_students(tiny_study_run):
+    cfg, run, _, summary = tiny_study_run
+    df = load_results(run.root)
+    assert len(df) == 16
+    assert set(df["status"]) == {"TERMINATED"}
+    for _, row in df.iterrows():
+        expected = teacher_layer_indices(row["strategy"], cfg.teacher.num_layers, cfg.student.num_layers)
+        assert row["layers"] == ",".join(map(str, expected)), row["strategy"]
+    # The seed study's bug: every student was the same object. Here each strategy differs.
+    for (temperature, seed), group in df.groupby(["temperature", "seed"]):
+        assert group["val_loss"].round(6).nunique() == len(cfg.sweep.strategies), (temperature, seed)
+    cells = summarize(df)
+    assert len(cells) == 8 and set(cells["n"]) == {2}
+
+
+def test_report_and_winner_files(tiny_study_run):
+    cfg, run, data, summary = tiny_study_run
+    report = run.report.read_text()
+    assert "Holm" in report and "test" in report.lower()
+    for strategy in cfg.sweep.strategies:
+        assert strategy in report
+    for name in ("val_accuracy.png", "learning_curves.png", "active_learning.png"):
+        assert (run.plots / name).stat().st_size > 1000
+    assert run.results_csv.is_file() and run.summary_csv.is_file()
+    provenance = json.loads((run.student / "provenance.json").read_text())
+    cells = summarize(load_results(run.root))
+    best = cells.iloc[cells["val_accuracy_mean"].values.argmax()]
+    assert (provenance["strategy"], provenance["temperature"]) == (best["strategy"], best["temperature"])
+    assert provenance["teacher_layers"] == teacher_layer_indices(
+        provenance["strategy"], cfg.teacher.num_layers, cfg.student.num_layers)
+    test_logits = np.load(run.student_logits("test"))
+    assert test_logits.shape == (len(data.dataset.test), 2)
+
+
+class _FakeTune:
+    """Stands in for ``ray.tune`` so a trial runs in this process, where forward calls can be counted."""
+
+    Checkpoint = type("Checkpoint", (), {"from_directory": staticmethod(lambda d: d)})
+
+    def __init__(self, trial_dir: Path) -> None:
+        self.reports: list[dict] = []
+        self._trial_dir = trial_dir
+
+    def report(self, metrics, checkpoint=None):
+        self.reports.append(metrics)
+
+    def get_checkpoint(self):
+        return None
+
+    def get_context(self):
+        return type("Ctx", (), {"get_trial_dir": lambda _self: str(self._trial_dir)})()
+
+
+@pytest.mark.parametrize("beta, teacher_runs", [(0.0, False), (0.5, True)])
+def test_teacher_runs_only_when_hidden_loss_is_on(tiny_teacher_run, monkeypatch, tmp_path, beta, teacher_runs):
+    from transformers import BertForSequenceClassification
+
+    from raydistill.platform.config import ExperimentConfig
+    from raydistill.trainables import student as student_module
+
+    cfg, run, data, info = tiny_teacher_run
+    cfg = ExperimentConfig.model_validate({**cfg.model_dump(mode="json"), "student": {
+        **cfg.student.model_dump(mode="json"), "beta": beta, "epochs": 1}})
+    calls = {"teacher": 0, "student": 0}
+    forward = BertForSequenceClassification.forward
+
+    def counting_forward(self, *args, **kwargs):
+        calls["teacher" if self.config.num_hidden_layers == cfg.teacher.num_layers else "student"] += 1
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(BertForSequenceClassification, "forward", counting_forward)
+    fake = _FakeTune(tmp_path / "trial")
+    monkeypatch.setattr(student_module, "tune", fake)
+    shared = student_module._shared_data(cfg, run, data, info["labeled"])
+    shared["experiment_dir"] = str(tmp_path)
+    student_module.train_student({"strategy": "top", "temperature": 2.0, "seed": 0, "alpha": 0.5, "lr": 0.003}, shared)
+    assert calls["student"] > 0
+    assert (calls["teacher"] > 0) is teacher_runs, calls
+    assert fake.reports[-1]["loss/hidden"] > 0 if beta else fake.reports[-1]["loss/hidden"] == 0
+
+
+def _finished_trials(experiment: Path) -> dict[str, str]:
+    done = {}
+    for result in experiment.glob("*/result.json"):
+        lines = result.read_text().strip().splitlines()
+        if lines and json.loads(lines[-1]).get("done"):
+            done[result.parent.name] = result.read_text()
+    return done
+
+
+@pytest.mark.slow
+def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tiny_teacher_run, tmp_path):
+    from raydistill.pipeline import open_run
+    from raydistill.trainables.student import run_sweep
+
+    _, run0, data, info = tiny_teacher_run
+    root = tmp_path / run0.root.name
+    shutil.copytree(run0.root, root, ignore=shutil.ignore_patterns("tune", "student", "train"))
+    grid = ["--set", "sweep.strategies=[bottom,top]", "--set", "sweep.temperatures=[2.0]",
+            "--set", "sweep.seeds=[0,1,2]"]
+    env = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1", "RAY_ADDRESS": ""}
+    env.pop("RAY_ADDRESS")
+    proc = subprocess.Popen([sys.executable, "-m", "raydistill.cli", "sweep", str(root), *grid], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    experiment = root / "tune" / "students"
+    try:
+        deadline = time.monotonic() + 600
+        while len(_finished_trials(experiment)) < 2 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        time.sleep(1.5)  # let Tune snapshot its experiment state
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C does to the driver
+        proc.wait(timeout=120)
+    finally:
+        try:  # anything the driver left in its own session: ours to end, by group id
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    before = _finished_trials(experiment)
+    assert 2 <= len(before) < 6, f"interrupt came too late: {len(before)} finished"
+    run, cfg = open_run(root)
+    run_sweep(cfg, run, data, info["labeled"], resume=True)
+    after = _finished_trials(experiment)
+    assert len(after) == 6
+    for name, content in before.items():
+        assert after[name] == content, f"finished trial {name} was re-run"
+    df = load_results(root)
+    assert len(df) == 6 and set(df["status"]) == {"TERMINATED"}

@@ -1,0 +1,150 @@
+"""The teacher stage on a local Ray: active-learning rounds, parallel scoring, idempotent
+acquisition, and recovery from a killed actor or a crashed Train worker."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+
+import numpy as np
+import pytest
+import ray
+
+from raydistill.platform.errors import ResourceError
+from raydistill.platform.models import load_classifier
+from raydistill.platform.rundir import load_array
+
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(900)]
+
+MARGIN = 0.05  # the teacher must beat the majority-class rate by 5 accuracy points
+
+
+def _assert_label_sets(cfg, curve, labeled, pool_size):
+    counts = [p["labeled_count"] for p in curve]
+    assert counts == [cfg.al.initial_labeled + r * cfg.al.query_size for r in range(cfg.al.rounds + 1)]
+    assert len(labeled) == len(set(labeled)) == counts[-1]
+    assert 0 <= min(labeled) and max(labeled) < pool_size
+
+
+def test_teacher_rounds_grow_labels_and_learn(tiny_teacher_run):
+    cfg, run, data, info = tiny_teacher_run
+    import pandas as pd
+
+    curve = pd.read_csv(run.al_curve)
+    main = curve[curve["acquisition"] == cfg.al.acquisition].to_dict("records")
+    _assert_label_sets(cfg, main, info["labeled"], len(data.dataset.train))
+    # The pool is the train split only: no labelled text is a validation or test text.
+    held_out = set(data.dataset.validation.texts) | set(data.dataset.test.texts)
+    assert not {data.dataset.train.texts[i] for i in info["labeled"]} & held_out
+    majority = np.bincount(data.dataset.validation.labels).max() / len(data.dataset.validation)
+    assert info["validation_accuracy"] >= majority + MARGIN, (info["validation_accuracy"], majority)
+    assert (run.al / "curve.png").stat().st_size > 0
+
+
+def test_saved_teacher_matches_training(tiny_teacher_run):
+    """The exported directory loads with from_pretrained and reproduces the in-training accuracy."""
+    cfg, run, data, info = tiny_teacher_run
+    from raydistill.platform.models import predict_logits
+    from raydistill.platform.text import make_loader
+    import torch
+
+    model = load_classifier(run.teacher)
+    logits = predict_logits(model, make_loader(data.encoded["validation"], 64, pad_token_id=data.pad_token_id),
+                            torch.device("cpu"))
+    np.testing.assert_allclose(logits.numpy(), load_array(run.teacher_logits("validation")), atol=1e-5)
+    import pandas as pd
+
+    curve = pd.read_csv(run.al_curve)
+    last = curve[curve["acquisition"] == cfg.al.acquisition]["val_accuracy"].iloc[-1]
+    acc = float((logits.argmax(-1).numpy() == data.encoded["validation"].labels).mean())
+    assert acc == pytest.approx(last, abs=1e-6)
+
+
+def _learner(run, data, cfg, name, scorers, acquisition="entropy"):
+    from raydistill.trainables.active_learner import ActiveLearner, ScoringPlan
+
+    plan = ScoringPlan(acquisition, scorers, 0.25, 0.0, 64, 3, data.pad_token_id)
+    learner_state = {"pool_size": len(data.encoded["train"]), "initial_labeled": cfg.al.initial_labeled,
+                     "query_size": cfg.al.query_size, "rounds": cfg.al.rounds, "seed": cfg.seed}
+    return ActiveLearner.remote(str(run.root / "scratch" / name), learner_state, plan,
+                                [ray.put(data.encoded["train"])])
+
+
+def test_two_scorers_pick_what_one_picks_and_acquire_is_idempotent(tiny_teacher_run):
+    cfg, run, data, _ = tiny_teacher_run
+    model = load_classifier(run.teacher)
+    weights = ray.put({k: v for k, v in model.state_dict().items()})
+    picks = {}
+    for scorers in (1, 2):
+        learner = _learner(run, data, cfg, f"s{scorers}", scorers)
+        picks[scorers] = ray.get(learner.acquire.remote(1, [weights], model.config.to_dict()))
+        # A second call for the same round (a retry) returns the same set, even with other weights.
+        other = ray.put({k: v * 0 for k, v in model.state_dict().items()})
+        assert ray.get(learner.acquire.remote(1, [other], model.config.to_dict())) == picks[scorers]
+        ray.kill(learner)
+    assert picks[1] == picks[2]
+    assert len(picks[1]) == cfg.al.initial_labeled + cfg.al.query_size
+
+
+def test_preflight_fails_fast_when_resources_cannot_fit(ray_cluster, make_tiny_config, tmp_path):
+    from raydistill.pipeline import new_run
+    from raydistill.platform.prepared import prepare_data
+    from raydistill.trainables.teacher import train_teacher
+
+    cfg = make_tiny_config(tmp_path, "teacher.num_workers=2", "teacher.cpus_per_worker=1", "al.scorers=2")
+    run = new_run(cfg)
+    data = prepare_data(cfg, run)
+    started = time.monotonic()
+    with pytest.raises(ResourceError, match="teacher.num_workers x teacher.cpus_per_worker"):
+        train_teacher(cfg, run, data, "entropy")
+    assert time.monotonic() - started < 10
+
+
+def _kill_actor_after_round(run, acquisition, round, killed):
+    """Kill the ActiveLearner (restartable) once its persisted curve has reached ``round``."""
+    import json
+
+    state = run.al / acquisition / "state.json"
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        if state.is_file():
+            curve = json.loads(state.read_text())["curve"]
+            if any(p["round"] >= round for p in curve):
+                for actor in ray.util.list_named_actors(all_namespaces=True):
+                    if actor["name"].startswith(f"al-{run.root.name}-{acquisition}"):
+                        handle = ray.get_actor(actor["name"], namespace=actor["namespace"])
+                        ray.kill(handle, no_restart=False)
+                        killed.append(actor["name"])
+                return
+        time.sleep(0.2)
+
+
+def test_killed_actor_and_crashed_worker_give_the_same_label_sets(tiny_teacher_run, make_tiny_config, tmp_path):
+    """One run survives a killed ActiveLearner (after round 0) and a Train worker crashing once
+    in round 2; its per-round label sets equal the undisturbed run's."""
+    from raydistill.pipeline import new_run
+    from raydistill.platform.prepared import prepare_data
+    from raydistill.trainables.teacher import train_teacher
+
+    cfg0, run0, _, _ = tiny_teacher_run
+    cfg = make_tiny_config(tmp_path)
+    run = new_run(cfg)
+    # WordPiece training can break frequency ties differently; share the vocabulary so the
+    # two runs differ only in the faults.
+    shutil.copytree(run0.tokenizer, run.tokenizer)
+    data = prepare_data(cfg, run)
+    killed: list[str] = []
+    killer = threading.Thread(target=_kill_actor_after_round, args=(run, "entropy", 0, killed), daemon=True)
+    killer.start()
+    marker = tmp_path / "crashed.marker"
+    result = train_teacher(cfg, run, data, "entropy", fault={"round": 2, "rank": 1, "marker": str(marker)})
+    killer.join(timeout=5)
+    assert killed, "the actor was never killed"
+    assert marker.exists(), "the worker fault never fired"
+    _assert_label_sets(cfg, result.curve, result.labeled, len(data.encoded["train"]))
+    import json
+
+    undisturbed = json.loads((run0.al / "entropy" / "state.json").read_text())["learner"]
+    disturbed = json.loads((run.al / "entropy" / "state.json").read_text())["learner"]
+    assert disturbed == undisturbed
