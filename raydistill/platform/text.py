@@ -85,6 +85,9 @@ def build_tokenizer(cfg: TokenizerConfig, train_texts: Sequence[str]) -> PreTrai
 def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
     """A fast tokenizer from a ``save_pretrained`` directory (or a hub name, if cached).
     Raises CheckpointError when it is missing or not a fast tokenizer."""
+    from raydistill.platform.models import resolve_pretrained
+
+    path = resolve_pretrained(path)
     local = Path(path).expanduser()
     # A path that cannot be a hub name fails here, before HF spends a minute retrying the hub.
     if (local.is_absolute() or str(path).startswith(".")) and not local.is_dir():

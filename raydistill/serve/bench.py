@@ -412,13 +412,14 @@ def plot_bench(result: dict[str, Any], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullLocator, ScalarFormatter
 
     models = list(result["models"])
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     sizes = [row["batch_size"] for row in result["in_process"]]
     for name in models:
         axes[0].plot(sizes, [row[name]["texts_per_s"] for row in result["in_process"]], "o-", label=name)
-    axes[0].set(xscale="log", xlabel="batch size", ylabel="texts/s", title="(a) in process, no HTTP")
+    axes[0].set(xscale="log", ylim=(0, None), xlabel="batch size", ylabel="texts/s", title="(a) in process, no HTTP")
     levels = [row["concurrency"] for row in result["http"]]
     for name in models:
         for stack, style in (("batched", "o-"), ("per_request", "s--")):
@@ -429,9 +430,12 @@ def plot_bench(result: dict[str, Any], path: Path) -> None:
             axes[1].plot(levels, [row[key]["texts_per_s"] for row in result["http"]], style, label=label)
             p99 = [row[key]["p99_ms"] for row in result["http"]]
             axes[2].plot(levels, [math.nan if v is None else v for v in p99], style, label=label)
-    axes[1].set(xscale="log", xlabel="concurrent clients", ylabel="texts/s", title="(b, c) HTTP throughput")
-    axes[2].set(xscale="log", xlabel="concurrent clients", ylabel="p99 latency (ms)", title="(b, c) HTTP p99")
-    for ax in axes:
+    axes[1].set(xscale="log", ylim=(0, None), xlabel="concurrent clients", ylabel="texts/s", title="(b, c) HTTP throughput")
+    axes[2].set(xscale="log", ylim=(0, None), xlabel="concurrent clients", ylabel="p99 latency (ms)", title="(b, c) HTTP p99")
+    for ax, ticks in zip(axes, (sizes, levels, levels)):
+        ax.set_xticks(ticks)
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_locator(NullLocator())
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     machine = result["machine"]
