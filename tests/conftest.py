@@ -108,3 +108,10 @@ def tiny_study_run(tiny_teacher_run):
     cfg, run, data, info = tiny_teacher_run
     summary = run_study(cfg, run, serve=False)
     return cfg, run, data, summary
+
+
+@pytest.fixture(scope="session")
+def repo_root():
+    from pathlib import Path
+
+    return Path(__file__).resolve().parent.parent

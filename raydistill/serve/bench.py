@@ -119,39 +119,52 @@ def _torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _time_predict(predictor: Any, batch: list[str], seconds: float, max_texts: int) -> dict[str, float]:
-    predictor.predict(batch)  # warm-up
-    reps, started = 0, time.perf_counter()
+def _interleaved_timings(
+    predictors: dict[str, Any], batch: list[str], seconds: float, max_calls: int
+) -> dict[str, list[float]]:
+    """Seconds per ``predict(batch)`` call, the models taking turns call by call, so a shared
+    machine's drift hits both alike."""
+    for predictor in predictors.values():
+        predictor.predict(batch)  # warm-up
+    times: dict[str, list[float]] = {name: [] for name in predictors}
+    started = time.perf_counter()
     while True:
-        predictor.predict(batch)
-        reps += 1
-        elapsed = time.perf_counter() - started
-        if elapsed >= seconds or reps * len(batch) >= max_texts:
-            break
-    return {"texts_per_s": reps * len(batch) / elapsed, "ms_per_batch": 1000 * elapsed / reps, "reps": reps}
+        for name, predictor in predictors.items():
+            t0 = time.perf_counter()
+            predictor.predict(batch)
+            times[name].append(time.perf_counter() - t0)
+        calls = len(next(iter(times.values())))
+        if calls >= max_calls or time.perf_counter() - started >= seconds:
+            return times
 
 
 def measure_in_process(
     run: RunDir, cfg: ExperimentConfig, bench: BenchConfig, texts: list[str], models: list[str],
     log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
-    """(a) texts/s of each model's ``Predictor.predict`` at each batch size, no HTTP."""
+    """(a) texts/s of each model's ``Predictor.predict`` at each batch size, no HTTP.
+
+    texts/s = batch size / median seconds per call; calls alternate between the models.
+    """
+    import statistics
+
     with _torch_threads(cfg.threads_per_worker):
         predictors = {
             name: serve_app.Predictor(run.root / name, max_length=cfg.tokenizer.max_length)
             for name in models
         }
-        seconds = max(0.2, min(bench.seconds_per_level / 2, 5.0))
+        seconds = min(max(bench.seconds_per_level, 0.2), 10.0)
         rows = []
         for size in bench.batch_sizes:
             batch = [texts[i % len(texts)] for i in range(size)]
-            max_texts = max(3 * size, bench.requests_per_level * bench.texts_per_request)
+            max_calls = max(5, math.ceil(bench.requests_per_level * bench.texts_per_request / size))
+            timings = _interleaved_timings(predictors, batch, seconds, max_calls)
             row: dict[str, Any] = {"batch_size": size}
-            for name, predictor in predictors.items():
-                timing = _time_predict(predictor, batch, seconds, max_texts)
-                row[name] = timing
+            for name, times in timings.items():
+                median = statistics.median(times)
+                row[name] = {"texts_per_s": size / median, "ms_per_batch": 1000 * median, "calls": len(times)}
                 log(f"[bench] in-process {name:7s} batch {size:4d}: "
-                    f"{timing['texts_per_s']:9.1f} texts/s ({timing['ms_per_batch']:.1f} ms/batch)")
+                    f"{size / median:9.1f} texts/s ({1000 * median:.2f} ms/batch, {len(times)} calls)")
             row["student_vs_teacher"] = _ratio(
                 row.get("student", {}).get("texts_per_s"), row.get("teacher", {}).get("texts_per_s")
             )
@@ -376,7 +389,8 @@ def bench_markdown(result: dict[str, Any]) -> str:
         if key in summ:
             lines.append(f"- {name}, concurrency {summ['http_concurrency']}: batched/per-request "
                          f"throughput **{_fmt(summ[key], 2)}×**")
-    lines += ["", "## (a) In-process throughput (no HTTP)", ""]
+    lines += ["", "## (a) In-process throughput (no HTTP)", "",
+              "Median time per `predict(batch)` call; the models take turns call by call.", ""]
     header = "| batch | " + " | ".join(f"{n} texts/s | {n} ms/batch" for n in models) + " | student/teacher |"
     lines += [header, "|" + "---|" * (2 + 2 * len(models))]
     for row in result["in_process"]:

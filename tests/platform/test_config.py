@@ -1,0 +1,72 @@
+"""Config: valid files load; each invalid case names its key path; overrides are typed."""
+
+from __future__ import annotations
+
+import pytest
+
+from raydistill.platform.config import config_from_dict, dump_config, load_config
+from raydistill.platform.errors import ConfigError
+
+pytestmark = pytest.mark.unit
+
+
+def test_quickstart_loads_with_documented_values(repo_root):
+    cfg = load_config(repo_root / "configs" / "quickstart.yaml")
+    assert cfg.teacher.num_layers == 12 and cfg.student.num_layers == 6
+    assert len(cfg.sweep.strategies) == 7 and len(cfg.sweep.seeds) == 3
+    assert cfg.al.rounds == 3 and cfg.al.compare_random
+    # The resource profile fits 2 CPUs: workers + scorers <= 2.
+    assert cfg.teacher.num_workers * cfg.teacher.cpus_per_worker + cfg.al.scorers * cfg.al.cpus_per_scorer <= 2
+
+
+@pytest.mark.parametrize(
+    "tree, path, message",
+    [
+        ({"student": {"num_layers": 13}}, "<root>", "student.num_layers (13) exceeds teacher.num_layers (12)"),
+        ({"sweep": {"temperatures": [2.0, 0]}}, "sweep", "temperatures.1: must be > 0"),
+        ({"teacher": {"lr": -1}}, "teacher.lr", "greater than 0"),
+        ({"teacher": {"num_layerz": 3}}, "teacher.num_layerz", "Extra inputs are not permitted"),
+        ({"sweep": {"strategies": ["topp"]}}, "sweep.strategies.0", "Input should be"),
+        ({"al": {"acquisition": "entropyy"}}, "al.acquisition", "Input should be"),
+        ({"data": {"max_train": 100}}, "<root>", "exceeds data.max_train (100)"),
+        ({"sweep": {"strategies": ["custom"]}}, "sweep", "needs sweep.custom_layers"),
+        ({"sweep": {"custom_layers": [0, 1]}}, "<root>", "custom_layers has 2 entries"),
+        ({"teacher": {"batch_size": "big"}}, "teacher.batch_size", "valid integer"),
+        ({"data": {"source": "file"}}, "data", "needs data.path"),
+    ],
+)
+def test_invalid_configs_name_the_key_path(tree, path, message):
+    with pytest.raises(ConfigError) as err:
+        config_from_dict(tree)
+    text = str(err.value)
+    assert f"  {path}: " in text and message in text, text
+
+
+def test_overrides_are_typed_and_checked():
+    cfg = config_from_dict({}, ["teacher.num_layers=6", "sweep.seeds=[4,5]", "al.compare_random=false",
+                                "student.num_layers=3"])
+    assert cfg.teacher.num_layers == 6 and cfg.sweep.seeds == [4, 5] and cfg.al.compare_random is False
+    with pytest.raises(ConfigError, match="teacher.num_layers"):
+        config_from_dict({}, ["teacher.num_layers=many"])
+    with pytest.raises(ConfigError, match="must look like key.path=value"):
+        config_from_dict({}, ["teacher.num_layers"])
+
+
+def test_dump_round_trips(tmp_path):
+    cfg = config_from_dict({"name": "x", "sweep": {"seeds": [1]}})
+    path = tmp_path / "c.yaml"
+    path.write_text(dump_config(cfg))
+    assert load_config(path) == cfg
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(listing)

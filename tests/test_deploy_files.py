@@ -1,0 +1,48 @@
+"""Every shipped config validates; cluster.yaml passes Ray's autoscaler schema; the KubeRay
+manifests have the fields KubeRay needs."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from raydistill.cli import main
+
+pytestmark = pytest.mark.unit
+
+
+def test_every_config_validates(repo_root, capsys):
+    configs = sorted((repo_root / "configs").glob("*.yaml"))
+    assert {p.name for p in configs} >= {"quickstart.yaml", "imdb-bert-base.yaml", "mnli-bert-base.yaml",
+                                         "sst2.yaml", "minilm-rt-offline.yaml"}
+    for path in configs:
+        assert main(["validate", str(path)]) == 0, path
+        assert "teacher:" in capsys.readouterr().out
+
+
+def test_validate_reports_errors_with_exit_code_2(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("teacher:\n  num_layers: 2\nstudent:\n  num_layers: 4\n")
+    assert main(["validate", str(bad)]) == 2
+    assert "student.num_layers (4) exceeds teacher.num_layers (2)" in capsys.readouterr().err
+
+
+def test_cluster_yaml_passes_the_autoscaler_schema(repo_root):
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    config = yaml.safe_load((repo_root / "cluster.yaml").read_text())
+    validate_config(prepare_config(config))
+    setup = " ".join(config["setup_commands"])
+    assert "scattertext==0.2.2" in setup and "raydistill" in setup
+    assert config["available_node_types"]["gpu_worker"]["max_workers"] >= 1
+
+
+def test_kuberay_manifests(repo_root):
+    job = yaml.safe_load((repo_root / "deploy" / "rayjob.yaml").read_text())
+    assert job["kind"] == "RayJob" and job["apiVersion"] == "ray.io/v1"
+    assert job["spec"]["entrypoint"].startswith("raydistill run")
+    assert job["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"]
+    service = yaml.safe_load((repo_root / "deploy" / "rayservice.yaml").read_text())
+    assert service["kind"] == "RayService"
+    app = yaml.safe_load(service["spec"]["serveConfigV2"])["applications"][0]
+    assert app["import_path"] == "raydistill.serve.app:build_app" and "run_dir" in app["args"]
