@@ -115,3 +115,9 @@ def repo_root():
     from pathlib import Path
 
     return Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def tiny_overrides():
+    """The tiny study's ``--set`` overrides (for subprocesses and jobs)."""
+    return list(TINY_OVERRIDES)

@@ -186,10 +186,12 @@ def _epochs_done(rows: list[dict[str, Any]]) -> int:
 
 
 def _status(trial: _Trial, epochs: int, expected: int | None) -> str:
+    # Tune 2.60 does not always write a final ``done: true`` line (not with reuse_actors), so a
+    # trial is complete when it reported every configured epoch and did not error.
     done = bool(trial.rows) and trial.rows[-1].get(M.DONE) is True
     if trial.tune_status == ERRORED or (trial.error is not None and not done):
         return ERRORED
-    if done and (expected is None or epochs >= expected):
+    if trial.rows and (epochs >= expected if expected is not None else done):
         return COMPLETED
     return STOPPED_EARLY
 

@@ -668,9 +668,9 @@ def serve_config_yaml(
     }
     header = (
         "# Written by raydistill. On a cluster: `serve deploy serve_config.yaml`.\n"
-        f"# The run directory must be on storage every node sees. For a bearer token, set\n"
-        f"# {TOKEN_ENV} in the environment of the process that builds the app (or add\n"
-        "# `token: ...` under args; never commit it).\n"
+        "# Every node needs raydistill installed and the run directory on shared storage.\n"
+        "# The app is built on the cluster: for a bearer token, add to this application\n"
+        f"#   runtime_env: {{env_vars: {{{TOKEN_ENV}: ...}}}}   (never commit the token).\n"
     )
     return header + yaml.safe_dump(config, sort_keys=False)
 

@@ -157,7 +157,7 @@ def measure_in_process(
         rows = []
         for size in bench.batch_sizes:
             batch = [texts[i % len(texts)] for i in range(size)]
-            max_calls = max(5, math.ceil(bench.requests_per_level * bench.texts_per_request / size))
+            max_calls = max(20, math.ceil(bench.requests_per_level * bench.texts_per_request / size))
             timings = _interleaved_timings(predictors, batch, seconds, max_calls)
             row: dict[str, Any] = {"batch_size": size}
             for name, times in timings.items():

@@ -10,6 +10,7 @@ come from the per-run cache (shared through the object store), so no trial runs 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -167,7 +168,7 @@ def grid_space(cfg: ExperimentConfig, tuned: dict[str, dict[str, float]] | None 
     tuned = tuned or {}
 
     def pick(key: str, default: float):
-        return tune.sample_from(lambda spec: tuned.get(spec.config["strategy"], {}).get(key, default))
+        return tune.sample_from(lambda config: tuned.get(config["strategy"], {}).get(key, default))
 
     return {
         "strategy": tune.grid_search(list(cfg.sweep.strategies)),
@@ -208,7 +209,7 @@ class _ProgressLine(tune.Callback):
 def _run_config(cfg: ExperimentConfig, run: RunDir, total: int, name: str = "students") -> tune.RunConfig:
     return tune.RunConfig(
         name=name, storage_path=str(run.tune), verbose=0, callbacks=[_ProgressLine(total)],
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         failure_config=tune.FailureConfig(max_failures=1),
     )
 
@@ -241,6 +242,8 @@ def optuna_phase(cfg: ExperimentConfig, run: RunDir, shared: dict[str, Any]) -> 
 def run_sweep(cfg: ExperimentConfig, run: RunDir, data, labeled: list[int], resume: bool = False) -> tune.ResultGrid:
     """Run (or, with ``resume``, continue) the student sweep under ``<run>/tune/students``."""
     _preflight(cfg)
+    # Keeping few checkpoints forces frequent experiment snapshots; that is wanted, not a warning.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     shared = _shared_data(cfg, run, data, labeled)
     trainable = _trainable(cfg, shared)
     total = len(cfg.sweep.strategies) * len(cfg.sweep.temperatures) * len(cfg.sweep.seeds)

@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -182,11 +183,45 @@ def _finish_round(model, round, labeled, train_loss, validation, learner, config
     val_loss, val_acc = _evaluate(base, validation, cfg_batch, config["pad_token_id"], device)
     row.update({M.VAL_LOSS: val_loss, M.VAL_ACCURACY: val_acc})
     ray.get(learner.record.remote(round, row))
-    print(f"[teacher/{config['acquisition']}] round {round}: labelled {len(labeled)}, "
-          f"train loss {train_loss:.4f}, val loss {val_loss:.4f}, val acc {val_acc:.4f}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         _save_checkpoint(base, round, labeled, config["acquisition"], Path(tmp))
         ray.train.report(row, checkpoint=Checkpoint.from_directory(tmp))
+
+
+class _RoundProgress:
+    """Prints each finished round from the driver (workers' stdout is not forwarded by default)
+    by polling the actor's learning curve while ``fit`` blocks."""
+
+    def __init__(self, learner, acquisition: str, interval_s: float = 1.0) -> None:
+        self._learner, self._acquisition, self._interval = learner, acquisition, interval_s
+        self._printed: set[int] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def __enter__(self) -> "_RoundProgress":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._print_new()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self._interval):
+            self._print_new()
+
+    def _print_new(self) -> None:
+        try:
+            curve = ray.get(self._learner.curve.remote(), timeout=5)
+        except Exception:  # the actor may be restarting; the next poll catches up
+            return
+        for point in curve:
+            if point[M.ROUND] not in self._printed:
+                self._printed.add(point[M.ROUND])
+                print(f"[teacher/{self._acquisition}] round {point[M.ROUND]}: labelled "
+                      f"{point[M.LABELED_COUNT]}, train loss {point[M.TRAIN_LOSS]:.4f}, val loss "
+                      f"{point[M.VAL_LOSS]:.4f}, val acc {point[M.VAL_ACCURACY]:.4f}", flush=True)
 
 
 def _preflight(cfg: ExperimentConfig) -> None:
@@ -241,7 +276,8 @@ def train_teacher(
             failure_config=FailureConfig(max_failures=t.max_failures),
         ),
     )
-    result = trainer.fit()
+    with _RoundProgress(learner, acquisition):
+        result = trainer.fit()
     if result.checkpoint is None:
         raise RuntimeError(f"teacher run '{acquisition}' produced no checkpoint: {result.error}")
     curve = ray.get(learner.curve.remote())

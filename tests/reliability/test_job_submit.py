@@ -1,0 +1,101 @@
+"""`ray job submit` against a real head: the study runs as a job, attaches to the cluster
+through RAY_ADDRESS, and writes its report. The head is ours: started as a child process on
+free loopback ports with its own temp dir, and ended by its PID (never `ray stop`)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
+
+
+def _free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def _wait_for_port(port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.5)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+@pytest.fixture
+def ray_head(tmp_path):
+    """A Ray head on free loopback ports; yields (dashboard address, env); killed by PID."""
+    gcs, dashboard, agent, metrics, client = _free_ports(5)
+    bin_dir = str(Path(sys.executable).parent)
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
+           "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"}
+    env.pop("RAY_ADDRESS", None)
+    temp_dir = Path("/tmp") / f"rdh{os.getpid()}{gcs}"  # Ray's socket paths need a short temp dir
+    head = subprocess.Popen(
+        [str(Path(bin_dir) / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
+         f"--port={gcs}", f"--dashboard-port={dashboard}", "--dashboard-host=127.0.0.1",
+         f"--dashboard-agent-listen-port={agent}", f"--metrics-export-port={metrics}",
+         f"--ray-client-server-port={client}", f"--temp-dir={temp_dir}", "--num-cpus=2",
+         "--include-dashboard=true"],
+        env=env, stdout=(tmp_path / "head.log").open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _wait_for_port(dashboard, 120)
+        yield f"http://127.0.0.1:{dashboard}", env
+    finally:
+        head.send_signal(signal.SIGTERM)  # `ray start --block` stops its own processes on SIGTERM
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(head.pid, signal.SIGKILL)  # anything of this head's session left behind
+        except ProcessLookupError:
+            pass
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _ray(env, *args, timeout=120) -> subprocess.CompletedProcess:
+    ray_bin = str(Path(sys.executable).parent / "ray")
+    return subprocess.run([ray_bin, *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_study_runs_as_a_ray_job(ray_head, tmp_path, repo_root, tiny_overrides):
+    address, env = ray_head
+    runs = tmp_path / "runs"
+    sets = [arg for o in tiny_overrides + [f"runs_dir={runs}", "sweep.seeds=[0]",
+                                           "sweep.temperatures=[2.0]", "sweep.strategies=[top,random]"]
+            for arg in ("--set", o)]
+    submitted = _ray(env, "job", "submit", "--address", address, "--working-dir", str(repo_root),
+                     "--no-wait", "--", "raydistill", "run", "configs/quickstart.yaml", "--no-serve", *sets)
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = next(w for w in submitted.stdout.split() if w.startswith("raysubmit_"))
+    deadline, status = time.monotonic() + 1200, ""
+    while time.monotonic() < deadline:
+        status = _ray(env, "job", "status", "--address", address, job_id).stdout
+        if any(s in status for s in ("SUCCEEDED", "FAILED", "STOPPED")):
+            break
+        time.sleep(3)
+    logs = _ray(env, "job", "logs", "--address", address, job_id).stdout
+    assert "SUCCEEDED" in status, status + logs[-3000:]
+    assert "=== summary ===" in logs and "winner:" in logs
+    run_dirs = list(runs.glob("tiny-*"))
+    assert len(run_dirs) == 1
+    report = (run_dirs[0] / "report.md").read_text()
+    assert "top" in report and "random" in report
+    assert (run_dirs[0] / "student" / "provenance.json").is_file()

@@ -1,0 +1,51 @@
+"""The command line on the session's tiny run: resume finishes the serve stage, report works
+from disk, and user mistakes exit 2 with a message."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from raydistill.cli import main
+
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(900)]
+
+
+def test_resume_runs_only_the_unfinished_serve_stage(tiny_study_run, tmp_path, capsys):
+    from ray import serve
+
+    _, run, _, _ = tiny_study_run
+    copy = tmp_path / run.root.name
+    shutil.copytree(run.root, copy)
+    stages = json.loads((copy / "stages.json").read_text())
+    assert "serve" not in stages and {"teacher", "sweep", "winner", "report"} <= set(stages)
+    assert main(["run", "--resume", str(copy), "--set", "serve.port=8765"]) == 0
+    out = capsys.readouterr().out
+    assert "=== teacher" not in out and "=== sweep" not in out  # finished stages are skipped
+    assert "=== summary ===" in out and "winner:" in out
+    bench = json.loads((copy / "bench.json").read_text())
+    assert bench and (copy / "bench.md").is_file() and (copy / "plots" / "bench.png").stat().st_size > 0
+    assert "serve" in json.loads((copy / "stages.json").read_text())
+    assert not serve.status().applications  # run shuts its deployments down
+
+
+def test_report_command_prints_the_table(tiny_study_run, capsys):
+    _, run, _, _ = tiny_study_run
+    assert main(["report", str(run.root)]) == 0
+    out = capsys.readouterr().out
+    assert "uniform" in out and str(run.report) in out
+
+
+def test_sweep_without_a_teacher_is_a_clear_error(make_tiny_config, tmp_path, capsys):
+    from raydistill.pipeline import new_run
+
+    run = new_run(make_tiny_config(tmp_path))
+    assert main(["sweep", str(run.root)]) == 2
+    assert "no finished teacher stage" in capsys.readouterr().err
+
+
+def test_report_on_a_non_run_directory(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert "not a run directory" in capsys.readouterr().err
