@@ -1,8 +1,8 @@
 """Serving throughput of a run's student vs teacher, and batched vs per-request, in one run.
 
     python benchmarks/serve_throughput.py runs/quickstart-20250101-120000
-    python benchmarks/serve_throughput.py RUN_DIR --set bench.concurrency=[1,8,32] --set bench.seconds_per_level=5
-    python benchmarks/serve_throughput.py RUN_DIR --base-url http://127.0.0.1:8000   # a running `raydistill serve`
+    python benchmarks/serve_throughput.py RUN_DIR --set bench.concurrency=[1,8,32]
+    python benchmarks/serve_throughput.py RUN_DIR --base-url http://127.0.0.1:8000  # running app
 
 Writes <run>/bench.json, <run>/bench.md and <run>/plots/bench.png (see raydistill.serve.bench).
 Starts a local Ray unless RAY_ADDRESS or --address names a cluster; a running app given by

@@ -40,7 +40,7 @@ from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from raydistill.platform.config import ExperimentConfig, ServeConfig, load_config
-from raydistill.platform.errors import CheckpointError, ConfigError
+from raydistill.platform.errors import CheckpointError, ConfigError, RaydistillError
 from raydistill.platform.rundir import RunDir, atomic_write_text
 
 if TYPE_CHECKING:  # torch is imported lazily: the Gateway replica never needs it
@@ -471,7 +471,8 @@ class Gateway:
         if err:
             return err
         if not isinstance(body, dict):
-            return _error(422, f"body must be a JSON object like {{\"texts\": [...]}}, got {type(body).__name__}")
+            kind = type(body).__name__
+            return _error(422, f'body must be a JSON object like {{"texts": [...]}}, got {kind}')
         try:
             req = ClassifyRequest.model_validate(body)
         except ValidationError as verr:
@@ -685,6 +686,18 @@ def serve_http_address() -> tuple[str, int] | None:
     return cfg.host, int(cfg.port)
 
 
+def require_ray() -> None:
+    """Raise RaydistillError unless this process is connected to Ray. Serve would otherwise
+    call ``ray.init()`` itself, which attaches to any head running on the machine."""
+    import ray
+
+    if not ray.is_initialized():
+        raise RaydistillError(
+            "not connected to Ray: call ray.init(address='local') (or the cluster's address) "
+            "before deploying or benchmarking"
+        )
+
+
 @dataclasses.dataclass(frozen=True)
 class AppSpec:
     """One application of a run for :func:`deploy_many`: its name, route and settings."""
@@ -706,6 +719,7 @@ def deploy_many(
     return their base URLs. Arguments as in :func:`deploy`."""
     from raydistill.trainables.resources import preflight
 
+    require_ray()
     run = RunDir.existing(run_dir)
     cfg = load_config(run.config)
     if token is None:
@@ -720,7 +734,7 @@ def deploy_many(
         gpus += settings.gpus_per_replica * n_models * settings.num_replicas
         targets.append(serve.RunTarget(build_app(args), name=spec.name, route_prefix=spec.route_prefix))
     # Ray would queue replicas that cannot be placed and wait forever: fail with the settings.
-    preflight("serve", {"CPU": (cpus, "serve.cpus_per_replica x (models + gateway) x serve.num_replicas")})
+    preflight("serve", {"CPU": (cpus, "serve.cpus_per_replica x (models + gateway) x num_replicas")})
     if gpus:
         preflight("serve", {"GPU": (gpus, "serve.gpus_per_replica x models x serve.num_replicas")})
     serve.start(http_options={"host": host or cfg.serve.host, "port": port or cfg.serve.port})
@@ -750,16 +764,16 @@ def deploy(
     ``token=None`` reads ``RAYDISTILL_API_TOKEN``; ``token=""`` turns it off. ``models`` picks
     some of student/teacher (default: all present). ``overrides`` are ``serve`` settings
     (``max_batch_size=8``). Writes ``<run>/serve_config.yaml`` unless ``write_config=False``.
-    Needs ``ray.init()`` first. Returns once the app answers. Raises ConfigError,
-    CheckpointError, ResourceError.
+    Returns once the app answers. Raises RaydistillError when not connected to Ray (call
+    ``ray.init`` first), ConfigError, CheckpointError, ResourceError (does not fit the cluster).
     """
     spec = AppSpec(name=name, route_prefix=route_prefix, overrides=overrides, models=models)
     url = deploy_many(run_dir, [spec], host=host, port=port, token=token)[0]
     if write_config:
         run = RunDir.existing(run_dir)
         settings = serve_settings(load_config(run.config), overrides)
-        yaml_text = serve_config_yaml(run, host or settings.host, port or settings.port, overrides, models)
-        atomic_write_text(run.root / "serve_config.yaml", yaml_text)
+        text = serve_config_yaml(run, host or settings.host, port or settings.port, overrides, models)
+        atomic_write_text(run.root / "serve_config.yaml", text)
     return url
 
 

@@ -54,7 +54,9 @@ BUILTIN_TEXTS = [
 ]
 
 
-def bench_texts(run: RunDir, cfg: ExperimentConfig, log: Callable[[str], None] = print) -> tuple[list[str], str]:
+def bench_texts(
+    run: RunDir, cfg: ExperimentConfig, log: Callable[[str], None] = print
+) -> tuple[list[str], str]:
     """Validation texts of the run's dataset when they can be loaded here, else built-in ones.
 
     Returns (texts, where they came from).
@@ -66,7 +68,8 @@ def bench_texts(run: RunDir, cfg: ExperimentConfig, log: Callable[[str], None] =
         if texts:
             return texts[:MAX_BENCH_TEXTS], "validation split"
     except Exception as err:  # data not available on this machine: fall back, say so
-        log(f"[bench] validation texts unavailable ({type(err).__name__}: {err}); using built-in sentences")
+        log(f"[bench] validation texts unavailable ({type(err).__name__}: {err}); "
+            "using built-in sentences")
     return list(BUILTIN_TEXTS), "built-in sentences"
 
 
@@ -87,7 +90,7 @@ def machine_info() -> dict[str, Any]:
     return {
         "cpu": cpu,
         "cpu_cores": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "gpu": torch.cuda.get_device_name(0) if cuda else None,
         "device": "cuda" if cuda else "cpu",
         "torch": torch.__version__,
@@ -162,7 +165,8 @@ def measure_in_process(
             row: dict[str, Any] = {"batch_size": size}
             for name, times in timings.items():
                 median = statistics.median(times)
-                row[name] = {"texts_per_s": size / median, "ms_per_batch": 1000 * median, "calls": len(times)}
+                row[name] = {"texts_per_s": size / median, "ms_per_batch": 1000 * median,
+                             "calls": len(times)}
                 log(f"[bench] in-process {name:7s} batch {size:4d}: "
                     f"{size / median:9.1f} texts/s ({1000 * median:.2f} ms/batch, {len(times)} calls)")
             row["student_vs_teacher"] = _ratio(
@@ -201,8 +205,9 @@ def _serve_apps(
     try:
         if specs:
             log(f"[bench] deploying {', '.join(s.name for s in specs)} ...")
-        urls = dict(zip((s.name for s in specs), serve_app.deploy_many(run.root, specs, token=token or "")))
-        yield base_url or urls[BENCH_APP], urls.get(BASELINE_APP)
+        urls = serve_app.deploy_many(run.root, specs, token=token or "") if specs else []
+        by_name = dict(zip((s.name for s in specs), urls))
+        yield base_url or by_name[BENCH_APP], by_name.get(BASELINE_APP)
     finally:
         if not serve_was_running:
             serve.shutdown()
@@ -230,10 +235,12 @@ def measure_http(
                 )
                 row[f"{name}_{stack}"] = result
                 p99 = result["p99_ms"]
-                log(f"[bench] http c={level:3d} {name:7s} {stack:11s}: {result['texts_per_s']:8.1f} texts/s "
-                    f"p50 {_fmt(result['p50_ms'])} p99 {_fmt(p99)} ms, errors {result['errors']}")
+                log(f"[bench] http c={level:3d} {name:7s} {stack:11s}: "
+                    f"{result['texts_per_s']:8.1f} texts/s p50 {_fmt(result['p50_ms'])} "
+                    f"p99 {_fmt(p99)} ms, errors {result['errors']}")
         row["student_vs_teacher"] = _ratio(
-            row.get("student_batched", {}).get("texts_per_s"), row.get("teacher_batched", {}).get("texts_per_s")
+            row.get("student_batched", {}).get("texts_per_s"),
+            row.get("teacher_batched", {}).get("texts_per_s"),
         )
         if "per_request" in urls:
             for name in models:
@@ -263,8 +270,10 @@ def run_bench(
     batched app is deployed (``/bench``) and removed at the end. The per-request baseline
     (``baseline=True``) is deployed beside it (``/baseline``) and removed too; Serve is shut
     down afterwards only if it was not running before. ``token`` defaults to
-    ``RAYDISTILL_API_TOKEN``. Needs ``ray.init()`` first. Returns what bench.json holds.
+    ``RAYDISTILL_API_TOKEN``. Returns what bench.json holds. Raises RaydistillError when not
+    connected to Ray (call ``ray.init`` first), CheckpointError for a bad run directory.
     """
+    serve_app.require_ray()
     run = RunDir.existing(run_dir)
     exp = load_config(run.config)
     bench = cfg or exp.bench
@@ -315,7 +324,9 @@ def _model_sizes(run: RunDir, models: list[str]) -> dict[str, Any]:
     return out
 
 
-def _summary(in_process: list[dict[str, Any]], http: list[dict[str, Any]], models: list[str]) -> dict[str, Any]:
+def _summary(
+    in_process: list[dict[str, Any]], http: list[dict[str, Any]], models: list[str]
+) -> dict[str, Any]:
     """The headline ratios: at the largest batch size and the highest concurrency."""
     top_batch, top_level = in_process[-1], http[-1]
     summary = {
@@ -352,9 +363,16 @@ def write_outputs(run: RunDir, result: dict[str, Any]) -> None:
     plot_bench(result, run.plots / BENCH_PLOT)
 
 
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return out + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+
+
 def bench_markdown(result: dict[str, Any]) -> str:
-    m, s, b = result["machine"], result["serve"], result["bench"]
+    """bench.md: the machine, the settings, the headline ratios, then every table."""
+    m, s, b, summ = result["machine"], result["serve"], result["bench"], result["summary"]
     models = list(result["models"])
+    gpu = f" ({m['gpu']})" if m["gpu"] else ""
     lines = [
         "# Serving benchmark",
         "",
@@ -362,60 +380,56 @@ def bench_markdown(result: dict[str, Any]) -> str:
         f"({result['texts']['source']}), {b['texts_per_request']} per request.",
         "",
         f"Machine: {m['cpu']}, {m['cpu_cores']} cores ({m['cpus_usable']} usable), device "
-        f"{m['device']}{' (' + m['gpu'] + ')' if m['gpu'] else ''}; torch {m['torch']}, Ray {m['ray']}, "
-        f"Python {m['python']}.",
+        f"{m['device']}{gpu}; torch {m['torch']}, Ray {m['ray']}, Python {m['python']}.",
         "",
-        f"Serve: max_batch_size {s['max_batch_size']}, batch_wait_timeout_s {s['batch_wait_timeout_s']}, "
-        f"max_ongoing_requests {s['max_ongoing_requests']}, {s['num_replicas']} replica(s) per model "
-        f"with {s['cpus_per_replica']} CPU / {s['gpus_per_replica']} GPU and "
-        f"{s['threads_per_replica']} torch thread(s). Levels: at most {b['requests_per_level']} requests "
-        f"or {b['seconds_per_level']} s each.",
+        f"Serve: max_batch_size {s['max_batch_size']}, batch_wait_timeout_s "
+        f"{s['batch_wait_timeout_s']}, max_ongoing_requests {s['max_ongoing_requests']}, "
+        f"{s['num_replicas']} replica(s) per model with {s['cpus_per_replica']} CPU / "
+        f"{s['gpus_per_replica']} GPU and {s['threads_per_replica']} torch thread(s). "
+        f"Levels: at most {b['requests_per_level']} requests or {b['seconds_per_level']} s each.",
         "",
         "Absolute figures are this machine's (shared CPUs drift); compare the **ratios**, each "
         "measured within this one run.",
         "",
         "## Headline",
         "",
-    ]
-    summ = result["summary"]
-    lines += [
         f"- In process, batch {summ['in_process_batch_size']}: student/teacher throughput "
         f"**{_fmt(summ['in_process_student_vs_teacher'], 2)}×**",
         f"- Over HTTP, concurrency {summ['http_concurrency']}: student/teacher throughput "
         f"**{_fmt(summ['http_student_vs_teacher'], 2)}×**",
     ]
     for name in models:
-        key = f"http_{name}_batched_vs_per_request"
-        if key in summ:
+        if (ratio := summ.get(f"http_{name}_batched_vs_per_request")) is not None:
             lines.append(f"- {name}, concurrency {summ['http_concurrency']}: batched/per-request "
-                         f"throughput **{_fmt(summ[key], 2)}×**")
+                         f"throughput **{_fmt(ratio, 2)}×**")
+
     lines += ["", "## (a) In-process throughput (no HTTP)", "",
               "Median time per `predict(batch)` call; the models take turns call by call.", ""]
-    header = "| batch | " + " | ".join(f"{n} texts/s | {n} ms/batch" for n in models) + " | student/teacher |"
-    lines += [header, "|" + "---|" * (2 + 2 * len(models))]
-    for row in result["in_process"]:
-        cells = [f"{_fmt(row[n]['texts_per_s'])} | {_fmt(row[n]['ms_per_batch'], 2)}" for n in models]
-        lines.append(f"| {row['batch_size']} | " + " | ".join(cells) + f" | {_fmt(row['student_vs_teacher'], 2)} |")
+    header = ["batch"] + [f"{n} {col}" for n in models for col in ("texts/s", "ms/batch")]
+    rows = [[row["batch_size"]]
+            + [_fmt(row[n][k], d) for n in models for k, d in (("texts_per_s", 1), ("ms_per_batch", 2))]
+            + [_fmt(row["student_vs_teacher"], 2)]
+            for row in result["in_process"]]
+    lines += _table(header + ["student/teacher"], rows)
+
     lines += ["", "## (b, c) HTTP through Ray Serve", ""]
-    lines += ["| concurrency | model | stack | req/s | texts/s | p50 ms | p95 ms | p99 ms | errors |",
-              "|---|---|---|---|---|---|---|---|---|"]
+    rows = []
     for row in result["http"]:
         for name in models:
             for stack in ("batched", "per_request"):
-                r = row.get(f"{name}_{stack}")
-                if r is None:
-                    continue
-                lines.append(
-                    f"| {row['concurrency']} | {name} | {stack.replace('_', '-')} | {_fmt(r['req_per_s'])} | "
-                    f"{_fmt(r['texts_per_s'])} | {_fmt(r['p50_ms'])} | {_fmt(r['p95_ms'])} | "
-                    f"{_fmt(r['p99_ms'])} | {r['errors']} |"
-                )
-    lines += ["", "Ratios per level (texts/s):", "",
-              "| concurrency | student/teacher (batched) | " + " | ".join(f"{n} batched/per-request" for n in models) + " |",
-              "|---|---|" + "---|" * len(models)]
-    for row in result["http"]:
-        cells = [_fmt(row.get(f"{n}_batched_vs_per_request"), 2) for n in models]
-        lines.append(f"| {row['concurrency']} | {_fmt(row['student_vs_teacher'], 2)} | " + " | ".join(cells) + " |")
+                if (r := row.get(f"{name}_{stack}")) is not None:
+                    rows.append([row["concurrency"], name, stack.replace("_", "-"), _fmt(r["req_per_s"]),
+                                 _fmt(r["texts_per_s"]), _fmt(r["p50_ms"]), _fmt(r["p95_ms"]),
+                                 _fmt(r["p99_ms"]), r["errors"]])
+    lines += _table(["concurrency", "model", "stack", "req/s", "texts/s", "p50 ms", "p95 ms",
+                     "p99 ms", "errors"], rows)
+
+    lines += ["", "Ratios per level (texts/s):", ""]
+    rows = [[row["concurrency"], _fmt(row["student_vs_teacher"], 2)]
+            + [_fmt(row.get(f"{n}_batched_vs_per_request"), 2) for n in models]
+            for row in result["http"]]
+    lines += _table(["concurrency", "student/teacher (batched)"]
+                    + [f"{n} batched/per-request" for n in models], rows)
     lines += ["", f"![throughput and p99 latency](plots/{BENCH_PLOT})", ""]
     return "\n".join(lines)
 
@@ -433,7 +447,8 @@ def plot_bench(result: dict[str, Any], path: Path) -> None:
     sizes = [row["batch_size"] for row in result["in_process"]]
     for name in models:
         axes[0].plot(sizes, [row[name]["texts_per_s"] for row in result["in_process"]], "o-", label=name)
-    axes[0].set(xscale="log", ylim=(0, None), xlabel="batch size", ylabel="texts/s", title="(a) in process, no HTTP")
+    axes[0].set(xscale="log", ylim=(0, None), xlabel="batch size", ylabel="texts/s",
+                title="(a) in process, no HTTP")
     levels = [row["concurrency"] for row in result["http"]]
     for name in models:
         for stack, style in (("batched", "o-"), ("per_request", "s--")):
@@ -444,8 +459,10 @@ def plot_bench(result: dict[str, Any], path: Path) -> None:
             axes[1].plot(levels, [row[key]["texts_per_s"] for row in result["http"]], style, label=label)
             p99 = [row[key]["p99_ms"] for row in result["http"]]
             axes[2].plot(levels, [math.nan if v is None else v for v in p99], style, label=label)
-    axes[1].set(xscale="log", ylim=(0, None), xlabel="concurrent clients", ylabel="texts/s", title="(b, c) HTTP throughput")
-    axes[2].set(xscale="log", ylim=(0, None), xlabel="concurrent clients", ylabel="p99 latency (ms)", title="(b, c) HTTP p99")
+    axes[1].set(xscale="log", ylim=(0, None), xlabel="concurrent clients", ylabel="texts/s",
+                title="(b, c) HTTP throughput")
+    axes[2].set(xscale="log", ylim=(0, None), xlabel="concurrent clients",
+                ylabel="p99 latency (ms)", title="(b, c) HTTP p99")
     for ax, ticks in zip(axes, (sizes, levels, levels)):
         ax.set_xticks(ticks)
         ax.xaxis.set_major_formatter(ScalarFormatter())

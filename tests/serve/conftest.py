@@ -85,9 +85,9 @@ def tiny_run(tmp_path_factory) -> Path:
         "al": {"initial_labeled": 4, "query_size": 2, "rounds": 1},
         "sweep": {"strategies": ["uniform"], "temperatures": [2.0], "seeds": [0]},
         # a free port: the bench starts Serve itself when it is not running
-        "serve": {"port": free_port(), "max_batch_size": 8, "batch_wait_timeout_s": 0.02, "cpus_per_replica": 0.2,
-                  "max_texts_per_request": 16, "max_chars_per_text": 500, "max_body_bytes": 4096,
-                  "request_timeout_s": 20},
+        "serve": {"port": free_port(), "max_batch_size": 8, "batch_wait_timeout_s": 0.02,
+                  "cpus_per_replica": 0.2, "max_texts_per_request": 16, "max_chars_per_text": 500,
+                  "max_body_bytes": 4096, "request_timeout_s": 20},
         "bench": {"batch_sizes": [1, 8], "concurrency": [1, 8], "requests_per_level": 16,
                   "seconds_per_level": 2.0},
     })

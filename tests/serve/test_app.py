@@ -125,7 +125,9 @@ def test_batching_is_real(client, served):
     before = observed()["student"]
 
     async def burst():
-        async with httpx.AsyncClient(base_url=served.url, headers=served.auth, timeout=30, trust_env=False) as c:
+        async with httpx.AsyncClient(
+            base_url=served.url, headers=served.auth, timeout=30, trust_env=False
+        ) as c:
             return await asyncio.gather(*(
                 c.post("/v1/classify", json={"texts": [f"{TEXTS[i % 4]} {i}"]}) for i in range(32)
             ))
@@ -223,7 +225,10 @@ def test_slow_or_broken_model_gives_503_not_a_hang(served, tiny_run):
     from raydistill.serve.app import Gateway
 
     # Defined here so Ray pickles it by value (the test module is not importable in replicas).
-    @serve.deployment(ray_actor_options={"num_cpus": 0.05})
+    quick = {"ray_actor_options": {"num_cpus": 0.05}, "graceful_shutdown_timeout_s": 0.5,
+             "graceful_shutdown_wait_loop_s": 0.1}
+
+    @serve.deployment(**quick)
     class Flaky:
         async def __call__(self, texts):
             if texts[0] == "boom":
@@ -234,7 +239,7 @@ def test_slow_or_broken_model_gives_503_not_a_hang(served, tiny_run):
             await asyncio.sleep(30)
 
     limits = {"request_timeout_s": 1.0}
-    app = Gateway.options(ray_actor_options={"num_cpus": 0.05}).bind({"student": Flaky.bind()}, limits)
+    app = Gateway.options(**quick).bind({"student": Flaky.bind()}, limits)
     serve.run(app, name="flaky", route_prefix="/flaky")
     try:
         url = f"{served.url}/flaky"

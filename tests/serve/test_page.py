@@ -44,7 +44,8 @@ def test_page_classifies_with_both_models(browser, served, tiny_run, tmp_path):
         page.fill("#token", "wrong")  # the token is enforced: both cards show the 401
         page.click("#classify")
         for model in expected:
-            expect(page.locator(f"#result-{model} [data-field=error]")).to_contain_text("401", timeout=30_000)
+            error = page.locator(f"#result-{model} [data-field=error]")
+            expect(error).to_contain_text("401", timeout=30_000)
 
         page.fill("#token", served.token)
         page.click("#classify")

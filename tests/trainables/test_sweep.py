@@ -103,11 +103,12 @@ def test_teacher_runs_only_when_hidden_loss_is_on(tiny_teacher_run, monkeypatch,
     assert fake.reports[-1]["loss/hidden"] > 0 if beta else fake.reports[-1]["loss/hidden"] == 0
 
 
-def _finished_trials(experiment: Path) -> dict[str, str]:
+def _finished_trials(experiment: Path, epochs: int) -> dict[str, str]:
+    """Trial dir name -> result.json text, for trials that reported their last epoch."""
     done = {}
     for result in experiment.glob("*/result.json"):
         lines = result.read_text().strip().splitlines()
-        if lines and json.loads(lines[-1]).get("done"):
+        if lines and json.loads(lines[-1]).get("epoch") == epochs:
             done[result.parent.name] = result.read_text()
     return done
 
@@ -117,20 +118,23 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tiny_teache
     from raydistill.pipeline import open_run
     from raydistill.trainables.student import run_sweep
 
-    _, run0, data, info = tiny_teacher_run
+    cfg0, run0, data, info = tiny_teacher_run
+    epochs = cfg0.student.epochs
     root = tmp_path / run0.root.name
     shutil.copytree(run0.root, root, ignore=shutil.ignore_patterns("tune", "student", "train"))
     grid = ["--set", "sweep.strategies=[bottom,top]", "--set", "sweep.temperatures=[2.0]",
             "--set", "sweep.seeds=[0,1,2]"]
     env = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1", "RAY_ADDRESS": ""}
     env.pop("RAY_ADDRESS")
+    log = tmp_path / "sweep.log"
     proc = subprocess.Popen([sys.executable, "-m", "raydistill.cli", "sweep", str(root), *grid], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                            stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
     experiment = root / "tune" / "students"
     try:
         deadline = time.monotonic() + 600
-        while len(_finished_trials(experiment)) < 2 and proc.poll() is None and time.monotonic() < deadline:
+        while len(_finished_trials(experiment, epochs)) < 2 and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.5)
+        assert proc.poll() is None, log.read_text()[-3000:]
         time.sleep(1.5)  # let Tune snapshot its experiment state
         proc.send_signal(signal.SIGINT)  # what Ctrl-C does to the driver
         proc.wait(timeout=120)
@@ -139,11 +143,11 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tiny_teache
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    before = _finished_trials(experiment)
-    assert 2 <= len(before) < 6, f"interrupt came too late: {len(before)} finished"
+    before = _finished_trials(experiment, epochs)
+    assert 2 <= len(before) < 6, f"interrupt came too late: {len(before)} finished\n" + log.read_text()[-3000:]
     run, cfg = open_run(root)
     run_sweep(cfg, run, data, info["labeled"], resume=True)
-    after = _finished_trials(experiment)
+    after = _finished_trials(experiment, epochs)
     assert len(after) == 6
     for name, content in before.items():
         assert after[name] == content, f"finished trial {name} was re-run"
