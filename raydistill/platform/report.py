@@ -115,7 +115,9 @@ def _trial_dirs(exp: Path) -> list[Path]:
 
 def _read_state(exp: Path) -> dict[str, dict[str, Any]]:
     """Tune's newest experiment state, by trial directory name: status, trial_id, config."""
-    files = sorted(exp.glob("experiment_state-*.json"), key=lambda p: (p.stat().st_mtime, p.name))
+    # Newest by the session timestamp in the name: a restored run rewrites the old file too,
+    # so modification times do not tell which one is current.
+    files = sorted(exp.glob("experiment_state-*.json"), key=lambda p: p.name)
     if not files:
         return {}
     try:

@@ -287,6 +287,7 @@ def run_bench(
     with _serve_apps(run, exp, base_url, baseline, token, log) as (batched_url, baseline_url):
         urls = {"batched": batched_url} | ({"per_request": baseline_url} if baseline_url else {})
         http = measure_http(urls, models, bench, texts, token, settings.request_timeout_s, log)
+    summary = _summary(in_process, http, models)
     result = {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "run_dir": str(run.root),
@@ -306,10 +307,13 @@ def run_bench(
         "texts": {"source": source, "count": len(texts)},
         "in_process": in_process,
         "http": http,
-        "summary": _summary(in_process, http, models),
+        "summary": summary,
+        "headline": headline(summary, models),
         "seconds": round(time.perf_counter() - started, 1),
     }
     write_outputs(run, result)
+    for line in result["headline"]:
+        log(f"[bench] {line}")
     log(f"[bench] wrote {run.bench_json}, {run.bench_md}, {run.plots / BENCH_PLOT}")
     return result
 
@@ -342,6 +346,21 @@ def _summary(
     return summary
 
 
+def headline(summary: dict[str, Any], models: list[str]) -> list[str]:
+    """The ratios worth reading, one sentence each (bench.md, and what the CLI prints)."""
+    lines = [
+        f"in process, batch {summary['in_process_batch_size']}: student/teacher throughput "
+        f"{_fmt(summary['in_process_student_vs_teacher'], 2)}x",
+        f"over HTTP, {summary['http_concurrency']} concurrent clients: student/teacher throughput "
+        f"{_fmt(summary['http_student_vs_teacher'], 2)}x",
+    ]
+    for name in models:
+        if (ratio := summary.get(f"http_{name}_batched_vs_per_request")) is not None:
+            lines.append(f"{name}, {summary['http_concurrency']} concurrent clients: "
+                         f"batched/per-request throughput {_fmt(ratio, 2)}x")
+    return lines
+
+
 def _fmt(x: float | None, digits: int = 1) -> str:
     return "–" if x is None else f"{x:.{digits}f}"
 
@@ -370,7 +389,7 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
 
 def bench_markdown(result: dict[str, Any]) -> str:
     """bench.md: the machine, the settings, the headline ratios, then every table."""
-    m, s, b, summ = result["machine"], result["serve"], result["bench"], result["summary"]
+    m, s, b = result["machine"], result["serve"], result["bench"]
     models = list(result["models"])
     gpu = f" ({m['gpu']})" if m["gpu"] else ""
     lines = [
@@ -393,15 +412,8 @@ def bench_markdown(result: dict[str, Any]) -> str:
         "",
         "## Headline",
         "",
-        f"- In process, batch {summ['in_process_batch_size']}: student/teacher throughput "
-        f"**{_fmt(summ['in_process_student_vs_teacher'], 2)}×**",
-        f"- Over HTTP, concurrency {summ['http_concurrency']}: student/teacher throughput "
-        f"**{_fmt(summ['http_student_vs_teacher'], 2)}×**",
     ]
-    for name in models:
-        if (ratio := summ.get(f"http_{name}_batched_vs_per_request")) is not None:
-            lines.append(f"- {name}, concurrency {summ['http_concurrency']}: batched/per-request "
-                         f"throughput **{_fmt(ratio, 2)}×**")
+    lines += [f"- {line}" for line in result["headline"]]
 
     lines += ["", "## (a) In-process throughput (no HTTP)", "",
               "Median time per `predict(batch)` call; the models take turns call by call.", ""]

@@ -73,6 +73,8 @@ def test_bench_writes_json_md_and_plot_with_sane_numbers(served, tiny_run):
         assert row["student_batched_vs_per_request"] > 0 and row["teacher_batched_vs_per_request"] > 0
     summary = result["summary"]
     assert all(v is not None and math.isfinite(v) for v in summary.values()), summary
+    assert len(result["headline"]) == 4 and all("x" in line for line in result["headline"])
+    assert result["headline"][0] in md
     assert result["texts"]["source"] == "validation split"
     assert result["serve"]["baseline_max_batch_size"] == 1
     # the bench removed the baseline it deployed and left the running app alone

@@ -103,14 +103,22 @@ def test_teacher_runs_only_when_hidden_loss_is_on(tiny_teacher_run, monkeypatch,
     assert fake.reports[-1]["loss/hidden"] > 0 if beta else fake.reports[-1]["loss/hidden"] == 0
 
 
-def _finished_trials(experiment: Path, epochs: int) -> dict[str, str]:
-    """Trial dir name -> result.json text, for trials that reported their last epoch."""
-    done = {}
-    for result in experiment.glob("*/result.json"):
-        lines = result.read_text().strip().splitlines()
-        if lines and json.loads(lines[-1]).get("epoch") == epochs:
-            done[result.parent.name] = result.read_text()
-    return done
+def _finished_trials(experiment: Path) -> dict[str, str]:
+    """Trial dir name -> result.json text, for trials Tune's own experiment state calls finished."""
+    states = sorted(experiment.glob("experiment_state-*.json"), key=lambda p: p.name)  # newest session last
+    if not states:
+        return {}
+    try:
+        entries = json.loads(states[-1].read_text())["trial_data"]
+    except (ValueError, KeyError):
+        return {}  # caught mid-write; the next poll reads it whole
+    finished = {}
+    for trial_json, _ in entries:
+        trial = json.loads(trial_json)
+        result = experiment / trial["relative_logdir"] / "result.json"
+        if trial["status"] == "TERMINATED" and result.is_file():
+            finished[trial["relative_logdir"]] = result.read_text()
+    return finished
 
 
 @pytest.mark.slow
@@ -118,8 +126,7 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tiny_teache
     from raydistill.pipeline import open_run
     from raydistill.trainables.student import run_sweep
 
-    cfg0, run0, data, info = tiny_teacher_run
-    epochs = cfg0.student.epochs
+    _, run0, data, info = tiny_teacher_run
     root = tmp_path / run0.root.name
     shutil.copytree(run0.root, root, ignore=shutil.ignore_patterns("tune", "student", "train"))
     grid = ["--set", "sweep.strategies=[bottom,top]", "--set", "sweep.temperatures=[2.0]",
@@ -132,10 +139,9 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tiny_teache
     experiment = root / "tune" / "students"
     try:
         deadline = time.monotonic() + 600
-        while len(_finished_trials(experiment, epochs)) < 2 and proc.poll() is None and time.monotonic() < deadline:
+        while len(_finished_trials(experiment)) < 2 and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.5)
         assert proc.poll() is None, log.read_text()[-3000:]
-        time.sleep(1.5)  # let Tune snapshot its experiment state
         proc.send_signal(signal.SIGINT)  # what Ctrl-C does to the driver
         proc.wait(timeout=120)
     finally:
@@ -143,11 +149,11 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tiny_teache
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    before = _finished_trials(experiment, epochs)
+    before = _finished_trials(experiment)
     assert 2 <= len(before) < 6, f"interrupt came too late: {len(before)} finished\n" + log.read_text()[-3000:]
     run, cfg = open_run(root)
     run_sweep(cfg, run, data, info["labeled"], resume=True)
-    after = _finished_trials(experiment, epochs)
+    after = _finished_trials(experiment)
     assert len(after) == 6
     for name, content in before.items():
         assert after[name] == content, f"finished trial {name} was re-run"
