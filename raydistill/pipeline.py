@@ -141,7 +141,7 @@ def run_study(cfg: ExperimentConfig, run: RunDir, serve: bool = True, keep_servi
               fault: dict | None = None) -> dict[str, Any]:
     """Run every unfinished stage of the study in ``run``; returns a summary for printing."""
     from raydistill.platform.prepared import prepare_data
-    from raydistill.platform.report import format_table, summarize, load_results, write_report
+    from raydistill.platform.report import format_table, study_summary, write_report
     from raydistill.trainables.student import export_winner, run_sweep
 
     started = time.monotonic()
@@ -161,7 +161,8 @@ def run_study(cfg: ExperimentConfig, run: RunDir, serve: bool = True, keep_servi
     _banner("report")
     report_path = write_report(run.root)
     _mark_done(run, "report", {"path": str(report_path)})
-    print(format_table(summarize(load_results(run.root))), flush=True)
+    _, cells, teacher_metrics = study_summary(run.root)
+    print(format_table(cells, teacher_metrics), flush=True)
     summary = {"run_dir": str(run.root), "report": str(report_path), "winner": winner,
                "teacher_validation_accuracy": teacher["validation_accuracy"]}
     if serve:

@@ -814,10 +814,9 @@ def _teacher_val(run: RunDir, labels: np.ndarray | None) -> dict[str, Any] | Non
     return out
 
 
-def write_report(run_dir: str | Path) -> Path:
-    """Write ``report.md``, ``results.csv``, ``summary.csv`` and ``plots/*.png`` into the run
-    directory from the files already there (no training, no Ray). Returns the report's path.
-    Raises CheckpointError when the run has no sweep results."""
+def study_summary(run_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any] | None]:
+    """(per-trial results, per-cell summary with significance and bootstrap, the teacher's
+    validation metrics or None): everything the study's table needs, from disk."""
     run = RunDir(run_dir)
     df = load_results(run.root)
     labels_val = _optional_array(run.eval_labels("validation"))
@@ -825,6 +824,16 @@ def write_report(run_dir: str | Path) -> Path:
     summary = summarize(df, teacher[M.ACCURACY] if teacher else None)
     if labels_val is not None:
         summary = bootstrap_vs_best(df, summary, labels_val)
+    return df, summary, teacher
+
+
+def write_report(run_dir: str | Path) -> Path:
+    """Write ``report.md``, ``results.csv``, ``summary.csv`` and ``plots/*.png`` into the run
+    directory from the files already there (no training, no Ray). Returns the report's path.
+    Raises CheckpointError when the run has no sweep results."""
+    run = RunDir(run_dir)
+    df, summary, teacher = study_summary(run.root)
+    labels_val = _optional_array(run.eval_labels("validation"))
     winner = choose_winner(summary) if not summary.empty else None
     atomic_write_text(run.results_csv, df.to_csv(index=False))
     atomic_write_text(run.summary_csv, summary.to_csv(index=False))

@@ -25,7 +25,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from raydistill.platform import metrics as M
 from raydistill.platform.config import ExperimentConfig
-from raydistill.platform.errors import CheckpointError
+from raydistill.platform.errors import CheckpointError, RaydistillError
 from raydistill.platform.layers import build_student, hidden_layer_map
 from raydistill.platform.losses import kd_loss
 from raydistill.platform.models import (
@@ -44,6 +44,10 @@ from raydistill.trainables.resources import preflight
 MODEL_DIR = "model"
 STATE_FILE = "state.json"
 VAL_LOGITS = "val_logits.npy"
+
+
+class SweepInterrupted(RaydistillError):
+    """Tune returned before every trial finished (Ctrl-C, or the driver was told to stop)."""
 
 
 def _device(cfg: ExperimentConfig) -> torch.device:
@@ -261,7 +265,14 @@ def run_sweep(cfg: ExperimentConfig, run: RunDir, data, labeled: list[int], resu
     started = time.monotonic()
     grid = tuner.fit()
     minutes = (time.monotonic() - started) / 60
-    print(f"[sweep] {len(grid)} trials in {minutes * 60:.0f}s ({len(grid) / max(minutes, 1e-9):.1f} trials/min)", flush=True)
+    finished = sum(1 for r in grid if r.error is None and (r.metrics or {}).get(M.EPOCH) == cfg.student.epochs)
+    errors = sum(1 for r in grid if r.error is not None)
+    print(f"[sweep] {finished} of {len(grid)} trials finished ({errors} in error) in {minutes * 60:.0f}s "
+          f"({finished / max(minutes, 1e-9):.1f} trials/min)", flush=True)
+    if finished + errors < len(grid):  # Tune returns normally on Ctrl-C, with trials unfinished
+        raise SweepInterrupted(
+            f"the sweep stopped with {len(grid) - finished - errors} trials unfinished; "
+            f"continue it with: raydistill sweep {run.root} --resume")
     return grid
 
 
