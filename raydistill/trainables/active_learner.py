@@ -3,9 +3,10 @@ selects what the annotator labels next.
 
 The selection logic is :class:`raydistill.platform.pool.PoolLearner` (plain, tested without
 Ray); this actor adds what needs Ray: persistence that survives a restart (``max_restarts=-1``
-reloads ``state.json``), and the fan-out of pool scoring over ``al.scorers`` tasks, each with
-its own CPU/GPU fraction. ``acquire`` is idempotent per round, so a retried call (the actor or
-a Train worker restarted) never double-adds or loses a pick.
+reloads ``state.json``), and the fan-out of pool scoring over ``al.scorers`` Scorer actors
+(kept for the whole run, each with its own CPU/GPU fraction). ``acquire`` is idempotent per
+round, so a retried call (the actor or a Train worker restarted) never double-adds or loses a
+pick.
 """
 
 from __future__ import annotations
@@ -80,6 +81,19 @@ def score_batches(
     return np.asarray(order, dtype=np.int64), torch.cat(outputs, dim=axis).numpy()
 
 
+@ray.remote(max_restarts=-1, max_task_retries=-1)
+class Scorer:
+    """One pool-scoring worker. Kept alive for the whole active-learning run, so each round
+    pays only for inference, not for a new process importing torch and transformers."""
+
+    def __init__(self, plan: ScoringPlan, pool_ref: list) -> None:
+        self._plan = plan
+        self._pool: Encoded = ray.get(pool_ref[0])
+
+    def score(self, model_config: dict[str, Any], weights: list, batches: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+        return score_batches(model_config, ray.get(weights[0]), self._pool, batches, self._plan)
+
+
 def shard_batches(lengths: np.ndarray, candidates: np.ndarray, batch_size: int, shards: int) -> list[list[list[int]]]:
     """Cut the candidates into length-sorted whole batches and deal them round-robin to shards.
 
@@ -98,6 +112,7 @@ class ActiveLearner:
         self._path = Path(state_dir) / "state.json"
         self._plan = plan
         self._pool_ref = pool_ref[0]  # wrapped in a list so Ray does not resolve it eagerly
+        self._scorers: list = []  # started on first use: the random baseline never needs them
         if self._path.is_file():  # a restart: the persisted state is authoritative
             state = json.loads(self._path.read_text(encoding="utf-8"))
             self._learner = PoolLearner.from_dict(state["learner"])
@@ -132,8 +147,11 @@ class ActiveLearner:
             return self._learner.random_scores(round, candidates)
         pool: Encoded = ray.get(self._pool_ref)
         shards = shard_batches(pool.lengths, candidates, plan.batch_size, plan.scorers)
-        task = ray.remote(score_batches).options(num_cpus=plan.num_cpus, num_gpus=plan.num_gpus)
-        results = ray.get([task.remote(model_config, weights_ref, self._pool_ref, s, plan) for s in shards])
+        if not self._scorers:
+            options = {"num_cpus": plan.num_cpus, "num_gpus": plan.num_gpus}
+            self._scorers = [Scorer.options(**options).remote(plan, [self._pool_ref]) for _ in range(plan.scorers)]
+        results = ray.get([scorer.score.remote(model_config, [weights_ref], shard)
+                           for scorer, shard in zip(self._scorers, shards)])
         order = np.concatenate([r[0] for r in results])
         if plan.acquisition == "bald":
             raw = bald_scores(torch.from_numpy(np.concatenate([r[1] for r in results], axis=1)))

@@ -118,11 +118,11 @@ def _evaluate(model, encoded, batch_size: int, pad_token_id: int, device) -> tup
     return loss, float((logits.argmax(-1) == labels).float().mean())
 
 
-def _save_checkpoint(model, round: int, labeled: list[int], acquisition: str, directory: Path) -> None:
+def _save_checkpoint(model, round: int, labeled_count: int, acquisition: str, directory: Path) -> None:
     save_classifier(model, directory / MODEL_DIR)
     atomic_write_json(
         directory / STATE_FILE,
-        {"round": round, "labeled_count": len(labeled), "acquisition": acquisition},
+        {"round": round, "labeled_count": labeled_count, "acquisition": acquisition},
     )
 
 
@@ -156,7 +156,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     t = cfg.teacher
     for round in range(start_round, cfg.al.rounds + 1):
         _maybe_fail_once(config.get("fault"), round, rank)
+        started = time.monotonic()
         labeled = _labeled_for_round(learner, round, model, rank)
+        acquired = time.monotonic()
         if cfg.al.retrain == "scratch" and round > 0:
             unwrap(model).load_state_dict(initial_state)
         optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
@@ -169,22 +171,23 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                                  rank=rank, pad_token_id=config["pad_token_id"])
             loader = ray.train.torch.prepare_data_loader(loader, add_dist_sampler=False)
             train_loss = _train_epoch(model, loader, optimizer, scheduler, t.grad_clip, device)
-        _finish_round(model, round, labeled, train_loss, validation, learner, config, rank, device)
+        row = {M.ROUND: round, M.LABELED_COUNT: len(labeled), M.TRAIN_LOSS: train_loss,
+               "acquire_s": acquired - started, "train_s": time.monotonic() - acquired}
+        _finish_round(model, row, validation, learner, config, rank, device)
 
 
-def _finish_round(model, round, labeled, train_loss, validation, learner, config, rank, device) -> None:
+def _finish_round(model, row, validation, learner, config, rank, device) -> None:
     """Evaluate on rank 0, record the curve point, and report (every rank: it is a barrier)."""
     cfg_batch = 2 * config["cfg"]["teacher"]["batch_size"]
-    row = {M.ROUND: round, M.LABELED_COUNT: len(labeled), M.TRAIN_LOSS: train_loss}
     if rank != 0:
         ray.train.report(row)
         return
     base = unwrap(model)
     val_loss, val_acc = _evaluate(base, validation, cfg_batch, config["pad_token_id"], device)
     row.update({M.VAL_LOSS: val_loss, M.VAL_ACCURACY: val_acc})
-    ray.get(learner.record.remote(round, row))
+    ray.get(learner.record.remote(row[M.ROUND], row))
     with tempfile.TemporaryDirectory() as tmp:
-        _save_checkpoint(base, round, labeled, config["acquisition"], Path(tmp))
+        _save_checkpoint(base, row[M.ROUND], row[M.LABELED_COUNT], config["acquisition"], Path(tmp))
         ray.train.report(row, checkpoint=Checkpoint.from_directory(tmp))
 
 
@@ -221,7 +224,8 @@ class _RoundProgress:
                 self._printed.add(point[M.ROUND])
                 print(f"[teacher/{self._acquisition}] round {point[M.ROUND]}: labelled "
                       f"{point[M.LABELED_COUNT]}, train loss {point[M.TRAIN_LOSS]:.4f}, val loss "
-                      f"{point[M.VAL_LOSS]:.4f}, val acc {point[M.VAL_ACCURACY]:.4f}", flush=True)
+                      f"{point[M.VAL_LOSS]:.4f}, val acc {point[M.VAL_ACCURACY]:.4f} (acquire "
+                      f"{point.get('acquire_s', 0):.1f}s, train {point.get('train_s', 0):.1f}s)", flush=True)
 
 
 def _preflight(cfg: ExperimentConfig) -> None:
