@@ -5,6 +5,7 @@ free loopback ports with its own temp dir, and ended by its PID (never `ray stop
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from ray.job_submission import JobStatus, JobSubmissionClient
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
@@ -43,8 +45,9 @@ def ray_head(tmp_path):
     """A Ray head on free loopback ports; yields (dashboard address, env); killed by PID."""
     gcs, dashboard, agent, metrics, client = _free_ports(5)
     bin_dir = str(Path(sys.executable).parent)
+    marker = f"raydistill-test-head-{os.getpid()}-{gcs}"
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
-           "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"}
+           "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}", "RAYDISTILL_TEST_HEAD": marker}
     env.pop("RAY_ADDRESS", None)
     temp_dir = Path("/tmp") / f"rdh{os.getpid()}{gcs}"  # Ray's socket paths need a short temp dir
     head = subprocess.Popen(
@@ -67,7 +70,22 @@ def ray_head(tmp_path):
             os.killpg(head.pid, signal.SIGKILL)  # anything of this head's session left behind
         except ProcessLookupError:
             pass
+        _kill_marked(marker)
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _kill_marked(marker: str) -> None:
+    """Kill what this head started in other sessions (Ray workers call setsid): every process
+    whose environment carries our marker, and nothing else."""
+    needle = f"RAYDISTILL_TEST_HEAD={marker}".encode()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            if needle in (proc / "environ").read_bytes().split(b"\0"):
+                os.kill(int(proc.name), signal.SIGKILL)
+        except (OSError, ProcessLookupError):
+            pass
 
 
 def _ray(env, *args, timeout=120) -> subprocess.CompletedProcess:
@@ -84,15 +102,15 @@ def test_study_runs_as_a_ray_job(ray_head, tmp_path, repo_root, tiny_overrides):
     submitted = _ray(env, "job", "submit", "--address", address, "--working-dir", str(repo_root),
                      "--no-wait", "--", "raydistill", "run", "configs/quickstart.yaml", "--no-serve", *sets)
     assert submitted.returncode == 0, submitted.stderr
-    job_id = next(w for w in submitted.stdout.split() if w.startswith("raysubmit_"))
-    deadline, status = time.monotonic() + 1200, ""
-    while time.monotonic() < deadline:
-        status = _ray(env, "job", "status", "--address", address, job_id).stdout
-        if any(s in status for s in ("SUCCEEDED", "FAILED", "STOPPED")):
-            break
+    output = submitted.stdout + submitted.stderr
+    job_id = re.search(r"raysubmit_\w+", output).group(0)
+    client = JobSubmissionClient(address)
+    deadline = time.monotonic() + 1200
+    while client.get_job_status(job_id) not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
+        assert time.monotonic() < deadline, "the job did not finish in 20 minutes"
         time.sleep(3)
     logs = _ray(env, "job", "logs", "--address", address, job_id).stdout
-    assert "SUCCEEDED" in status, status + logs[-3000:]
+    assert client.get_job_status(job_id) == JobStatus.SUCCEEDED, logs[-3000:]
     assert "=== summary ===" in logs and "winner:" in logs
     run_dirs = list(runs.glob("tiny-*"))
     assert len(run_dirs) == 1
