@@ -159,3 +159,21 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tiny_teache
         assert after[name] == content, f"finished trial {name} was re-run"
     df = load_results(root)
     assert len(df) == 6 and set(df["status"]) == {"TERMINATED"}
+
+
+def test_grid_space_crosses_axes_and_takes_tuned_values(make_tiny_config, tmp_path):
+    """The grid is strategy x temperature x seed; alpha and lr come from the Optuna phase per
+    strategy when it ran, from the config otherwise."""
+    from ray.tune.search.variant_generator import generate_variants
+
+    from raydistill.trainables.student import grid_space
+
+    cfg = make_tiny_config(tmp_path)
+    tuned = {"top": {"alpha": 0.9, "lr": 1e-4}}
+    variants = [config for _, config in generate_variants(grid_space(cfg, tuned))]
+    assert len(variants) == 4 * 2 * 2
+    assert {(v["strategy"], v["temperature"], v["seed"]) for v in variants} == {
+        (s, t, seed) for s in cfg.sweep.strategies for t in cfg.sweep.temperatures for seed in cfg.sweep.seeds}
+    for v in variants:
+        expected = (0.9, 1e-4) if v["strategy"] == "top" else (cfg.student.alpha, cfg.student.lr)
+        assert (v["alpha"], v["lr"]) == expected
