@@ -32,7 +32,8 @@ def plain_inference(model, pool, batch_size: int, pad_token_id: int, threads: in
 
 
 def actor_scoring(run, data, model, scorers: int, cpus: float, batch_size: int, repeats: int) -> float:
-    """Texts/s of ``ActiveLearner.acquire`` for round 1 (fresh actor each repeat, best of repeats)."""
+    """Texts/s of ``ActiveLearner.acquire`` in steady state: round 1 starts the scorer actors
+    (as the first round of a real run does), the timed rounds after it reuse them."""
     import ray
 
     from raydistill.trainables.active_learner import ActiveLearner, ScoringPlan
@@ -40,16 +41,17 @@ def actor_scoring(run, data, model, scorers: int, cpus: float, batch_size: int, 
     pool_ref = ray.put(data.encoded["train"])
     weights = ray.put(model.state_dict())
     n = len(data.encoded["train"])
+    plan = ScoringPlan("entropy", scorers, cpus, 0.0, batch_size, 2, data.pad_token_id)
+    state = {"pool_size": n, "initial_labeled": 1, "query_size": 1, "rounds": repeats + 1, "seed": 0}
+    learner = ActiveLearner.remote(str(run.root / "bench" / f"s{scorers}-{time.time_ns()}"), state, plan, [pool_ref])
+    ray.get(learner.acquire.remote(1, [weights], model.config.to_dict()))  # warm-up: starts the scorers
     best = 0.0
-    for r in range(repeats):
-        plan = ScoringPlan("entropy", scorers, cpus, 0.0, batch_size, 2, data.pad_token_id)
-        state = {"pool_size": n, "initial_labeled": 1, "query_size": 1, "rounds": 1, "seed": 0}
-        learner = ActiveLearner.remote(str(run.root / "bench" / f"s{scorers}-{r}"), state, plan, [pool_ref])
-        ray.get(learner.round.remote())  # started
+    for r in range(2, repeats + 2):
+        candidates = n - r  # the unlabelled pool before acquisition r
         started = time.perf_counter()
-        ray.get(learner.acquire.remote(1, [weights], model.config.to_dict()))
-        best = max(best, (n - 1) / (time.perf_counter() - started))
-        ray.kill(learner)
+        ray.get(learner.acquire.remote(r, [weights], model.config.to_dict()))
+        best = max(best, candidates / (time.perf_counter() - started))
+    ray.kill(learner)
     return best
 
 

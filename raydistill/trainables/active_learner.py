@@ -42,26 +42,11 @@ class ScoringPlan:
     threads: int = 1
 
 
-def model_from_weights(model_config: dict[str, Any], weights: dict[str, torch.Tensor]) -> torch.nn.Module:
-    """Rebuild a classifier from its HF config dict and a state dict (no files needed)."""
-    config = AutoConfig.for_model(**model_config)
-    model = AutoModelForSequenceClassification.from_config(config)
-    model.load_state_dict(weights)
-    return model
-
-
 def score_batches(
-    model_config: dict[str, Any],
-    weights: dict[str, torch.Tensor],
-    pool: Encoded,
-    batches: list[list[int]],
-    plan: ScoringPlan,
+    model: torch.nn.Module, pool: Encoded, batches: list[list[int]], plan: ScoringPlan, device: torch.device
 ) -> tuple[np.ndarray, np.ndarray]:
     """Score whole batches of pool indices: (indices, scores-input) where the second array is
     logits (N, C), or MC-dropout probabilities (S, N, C) for BALD."""
-    torch.set_num_threads(plan.threads)
-    device = torch.device("cuda" if plan.num_gpus > 0 and torch.cuda.is_available() else "cpu")
-    model = model_from_weights(model_config, weights).to(device).eval()
     outputs, order = [], []
     with torch.inference_mode(), autocast_context(device):
         for batch_indices in batches:
@@ -75,7 +60,7 @@ def score_batches(
             if plan.acquisition == "bald":
                 outputs.append(mc_dropout_probs(model, inputs, plan.mc_samples).float().cpu())
             else:
-                outputs.append(model(**inputs).logits.float().cpu())
+                outputs.append(model.eval()(**inputs).logits.float().cpu())
             order.extend(batch_indices)
     axis = 1 if plan.acquisition == "bald" else 0
     return np.asarray(order, dtype=np.int64), torch.cat(outputs, dim=axis).numpy()
@@ -83,15 +68,23 @@ def score_batches(
 
 @ray.remote(max_restarts=-1, max_task_retries=-1)
 class Scorer:
-    """One pool-scoring worker. Kept alive for the whole active-learning run, so each round
-    pays only for inference, not for a new process importing torch and transformers."""
+    """One pool-scoring worker. Kept alive for the whole active-learning run and keeps its model
+    object, so each round pays only for loading new weights and inference — not for a new
+    process importing torch and transformers, nor for rebuilding the model."""
 
     def __init__(self, plan: ScoringPlan, pool_ref: list) -> None:
+        torch.set_num_threads(plan.threads)
         self._plan = plan
         self._pool: Encoded = ray.get(pool_ref[0])
+        self._device = torch.device("cuda" if plan.num_gpus > 0 and torch.cuda.is_available() else "cpu")
+        self._model: torch.nn.Module | None = None
 
     def score(self, model_config: dict[str, Any], weights: list, batches: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
-        return score_batches(model_config, ray.get(weights[0]), self._pool, batches, self._plan)
+        if self._model is None:
+            config = AutoConfig.for_model(**model_config)
+            self._model = AutoModelForSequenceClassification.from_config(config).to(self._device)
+        self._model.load_state_dict(ray.get(weights[0]))
+        return score_batches(self._model, self._pool, batches, self._plan, self._device)
 
 
 def shard_batches(lengths: np.ndarray, candidates: np.ndarray, batch_size: int, shards: int) -> list[list[list[int]]]:
