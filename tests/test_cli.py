@@ -29,6 +29,16 @@ def test_resume_runs_only_the_unfinished_serve_stage(tiny_study_run, tmp_path, c
     assert bench and (copy / "bench.md").is_file() and (copy / "plots" / "bench.png").stat().st_size > 0
     assert "serve" in json.loads((copy / "stages.json").read_text())
     assert not serve.status().applications  # run shuts its deployments down
+    # Every artefact of DESIGN.md's run directory is there.
+    for name in ("config.yaml", "meta.json", "train", "teacher/model.safetensors", "teacher/tokenizer.json",
+                 "al/curve.csv", "al/curve.png", "tune/students", "student/model.safetensors",
+                 "student/provenance.json", "report.md", "results.csv", "summary.csv", "bench.json",
+                 "plots/val_accuracy.png", "plots/learning_curves.png", "plots/active_learning.png"):
+        assert (copy / name).exists(), name
+    # The printed summary names the report's winner.
+    provenance = json.loads((copy / "student" / "provenance.json").read_text())
+    assert f"winner: {provenance['strategy']} " in out
+    assert f"**{provenance['strategy']}**, T={provenance['temperature']:g}" in (copy / "report.md").read_text()
 
 
 def test_report_command_prints_the_table(tiny_study_run, capsys):
