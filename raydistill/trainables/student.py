@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import ray
 import torch
 from ray import tune
 from transformers import get_linear_schedule_with_warmup
@@ -39,6 +38,7 @@ from raydistill.platform.models import (
 from raydistill.platform.report import choose_winner, load_results, summarize
 from raydistill.platform.rundir import RunDir, atomic_write_json, load_array, save_array
 from raydistill.platform.text import Encoded, make_loader
+from raydistill.trainables.inference import split_logits
 from raydistill.trainables.resources import preflight
 
 MODEL_DIR = "model"
@@ -283,15 +283,6 @@ def _latest_checkpoint(trial_dir: Path) -> Path:
     return checkpoints[-1] / MODEL_DIR
 
 
-@ray.remote
-def _logits_task(model_dir: str, encoded: dict, batch_size: int, pad_token_id: int) -> dict:
-    torch.set_num_threads(1)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = load_classifier(model_dir).to(device)
-    return {name: predict_logits(model, make_loader(enc, batch_size, pad_token_id=pad_token_id), device).numpy()
-            for name, enc in encoded.items()}
-
-
 def export_winner(cfg: ExperimentConfig, run: RunDir, data) -> dict[str, Any]:
     """Copy the best seed of the best-mean cell to ``<run>/student`` with provenance.json and
     its validation/test logits (chosen on validation; the report gives test metrics)."""
@@ -306,9 +297,9 @@ def export_winner(cfg: ExperimentConfig, run: RunDir, data) -> dict[str, Any]:
     shutil.copytree(source, run.student)
     data.tokenizer.save_pretrained(str(run.student))
     encoded = {name: data.encoded[name] for name in ("validation", "test")}
-    logits = ray.get(_logits_task.remote(str(run.student), encoded, 2 * cfg.student.batch_size, data.pad_token_id))
+    logits = split_logits(str(run.student), encoded, 2 * cfg.student.batch_size, data.pad_token_id)
     for name, array in logits.items():
-        save_array(run.student_logits(name), array.astype(np.float32))
+        save_array(run.student_logits(name), array)
     layers = json.loads((source / "provenance.json").read_text())
     teacher_hash = _file_hash(run.teacher / "model.safetensors")
     provenance = {

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import ray
 import ray.train
 import ray.train.collective
@@ -45,8 +44,9 @@ from raydistill.platform.models import (
     unwrap,
 )
 from raydistill.platform.prepared import PreparedData
-from raydistill.platform.rundir import RunDir, atomic_write_json, load_array
+from raydistill.platform.rundir import RunDir, atomic_write_json, save_array
 from raydistill.trainables.active_learner import ActiveLearner, ScoringPlan
+from raydistill.trainables.inference import split_logits
 from raydistill.trainables.resources import preflight
 
 STATE_FILE = "state.json"
@@ -305,36 +305,20 @@ def write_curve(run: RunDir, runs: list[TeacherRun]) -> Path:
     return run.al_curve
 
 
-@ray.remote
-def _teacher_logits_task(teacher_dir: str, encoded: dict, batch_size: int, pad_token_id: int, threads: int) -> dict:
-    """Teacher logits on every split, once per run (batched, inference mode)."""
-    from raydistill.platform.text import make_loader
-
-    torch.set_num_threads(threads)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = load_classifier(teacher_dir).to(device)
-    return {
-        name: predict_logits(model, make_loader(enc, batch_size, pad_token_id=pad_token_id), device).numpy()
-        for name, enc in encoded.items()
-    }
-
-
 def export_teacher(cfg: ExperimentConfig, run: RunDir, data: PreparedData, checkpoint_dir: Path) -> dict[str, float]:
     """Copy the final checkpoint to ``<run>/teacher`` (HF dir + tokenizer) and cache its logits
     on every split; returns the teacher's validation/test accuracy."""
-    from raydistill.platform.rundir import save_array
-
     if run.teacher.exists():
         shutil.rmtree(run.teacher)
     shutil.copytree(checkpoint_dir, run.teacher)
     data.tokenizer.save_pretrained(str(run.teacher))
-    gpus = 1 if cfg.teacher.use_gpu else 0
-    logits = ray.get(_teacher_logits_task.options(num_cpus=min(1.0, cfg.sweep.cpus_per_trial), num_gpus=gpus).remote(
-        str(run.teacher), data.encoded, 2 * cfg.student.batch_size, data.pad_token_id, cfg.threads_per_worker))
+    logits = split_logits(str(run.teacher), data.encoded, 2 * cfg.student.batch_size, data.pad_token_id,
+                          threads=cfg.threads_per_worker, num_cpus=min(1.0, cfg.sweep.cpus_per_trial),
+                          num_gpus=1 if cfg.teacher.use_gpu else 0)
     for name, array in logits.items():
-        save_array(run.teacher_logits(name), array.astype(np.float32))
+        save_array(run.teacher_logits(name), array)
     scores = {
-        f"{name}_accuracy": float((load_array(run.teacher_logits(name)).argmax(-1) == data.encoded[name].labels).mean())
+        f"{name}_accuracy": float((logits[name].argmax(-1) == data.encoded[name].labels).mean())
         for name in ("validation", "test")
     }
     atomic_write_json(run.teacher / "eval.json", scores)

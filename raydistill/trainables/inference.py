@@ -1,0 +1,34 @@
+"""Batch inference of a saved classifier on tokenised splits, as one Ray task.
+
+Both exports use it: the teacher's logits (cached once per run for the sweep and the report)
+and the winning student's (for the report's test metrics).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import ray
+import torch
+
+from raydistill.platform.models import load_classifier, predict_logits
+from raydistill.platform.text import Encoded, make_loader
+
+
+@ray.remote
+def _split_logits_task(model_dir: str, encoded: dict[str, Encoded], batch_size: int,
+                       pad_token_id: int, threads: int) -> dict[str, np.ndarray]:
+    torch.set_num_threads(threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = load_classifier(model_dir).to(device)
+    return {
+        name: predict_logits(model, make_loader(enc, batch_size, pad_token_id=pad_token_id), device)
+        .numpy().astype(np.float32)
+        for name, enc in encoded.items()
+    }
+
+
+def split_logits(model_dir: str, encoded: dict[str, Encoded], batch_size: int, pad_token_id: int, *,
+                 threads: int = 1, num_cpus: float = 1.0, num_gpus: float = 0.0) -> dict[str, np.ndarray]:
+    """float32 logits (N, C) of the model in ``model_dir`` on every split in ``encoded``."""
+    task = _split_logits_task.options(num_cpus=num_cpus, num_gpus=num_gpus)
+    return ray.get(task.remote(model_dir, encoded, batch_size, pad_token_id, threads))
