@@ -5,7 +5,7 @@ with 1 and N scorers, divided by single-process batched inference). Usage:
 
     python benchmarks/al_scoring.py RUN_DIR [--scorers 1 2] [--repeats 3]
 
-RUN_DIR is a run whose teacher stage finished (``raydistill teacher configs/quickstart.yaml``).
+RUN_DIR is a run whose teacher stage finished (``raydistill teacher configs/tiny-12l.yaml``).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Serving throughput of a run's student vs teacher, and batched vs per-request, in one run.
 
-    python benchmarks/serve_throughput.py runs/quickstart-20250101-120000
+    python benchmarks/serve_throughput.py runs/minilm-rt-20250101-120000
     python benchmarks/serve_throughput.py RUN_DIR --set bench.concurrency=[1,8,32]
     python benchmarks/serve_throughput.py RUN_DIR --base-url http://127.0.0.1:8000  # running app
 

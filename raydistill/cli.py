@@ -25,7 +25,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="raydistill", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run", help="the whole study: teacher -> sweep -> report -> serve -> bench")
-    p.add_argument("config", nargs="?", help="experiment YAML (default: configs/quickstart.yaml)")
+    p.add_argument("config", nargs="?", help="experiment YAML (default: configs/default.yaml)")
     p.add_argument("--no-serve", action="store_true", help="skip serving and the benchmark")
     p.add_argument("--keep-serving", action="store_true", help="keep the deployments up (Ctrl-C ends)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last finished stage")

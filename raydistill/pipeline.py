@@ -18,7 +18,8 @@ from raydistill.platform.config import ExperimentConfig, dump_config, load_confi
 from raydistill.platform.rundir import RunDir, atomic_write_json, atomic_write_text
 
 STAGES = ("teacher", "sweep", "winner", "report", "serve")
-QUICKSTART = Path(__file__).resolve().parent.parent / "configs" / "quickstart.yaml"
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+SMOKE_CONFIG = DEFAULT_CONFIG.with_name("tiny-12l.yaml")  # the 12 -> 6 machinery, minutes
 
 # Ray reads these when it starts; set before ``ray.init`` so local workers inherit them.
 _RAY_ENV = {
@@ -30,11 +31,11 @@ _RAY_ENV = {
 
 
 def default_config_path() -> Path:
-    """``configs/quickstart.yaml`` from the checkout (or the current directory)."""
-    for candidate in (QUICKSTART, Path.cwd() / "configs" / "quickstart.yaml"):
+    """``configs/default.yaml`` (the embedded default) from the checkout (or the current directory)."""
+    for candidate in (DEFAULT_CONFIG, Path.cwd() / "configs" / "default.yaml"):
         if candidate.is_file():
             return candidate
-    return QUICKSTART
+    return DEFAULT_CONFIG
 
 
 @contextmanager

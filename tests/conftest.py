@@ -76,9 +76,9 @@ TINY_OVERRIDES = [
 
 def tiny_config(runs_dir, *extra: str):
     from raydistill.platform.config import load_config
-    from raydistill.pipeline import QUICKSTART
+    from raydistill.pipeline import SMOKE_CONFIG
 
-    return load_config(QUICKSTART, [f"runs_dir={runs_dir}", *TINY_OVERRIDES, *extra])
+    return load_config(SMOKE_CONFIG, [f"runs_dir={runs_dir}", *TINY_OVERRIDES, *extra])
 
 
 @pytest.fixture(scope="session")

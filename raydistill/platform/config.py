@@ -112,9 +112,12 @@ class ActiveLearningConfig(_Section):
 
 
 class StudentConfig(_Section):
-    """The student's size and distillation settings shared by all trials."""
+    """The student's size and distillation settings shared by all trials. ``transfer_size``
+    caps the transfer set (the pool sentences a student distils on) at a seeded random subset
+    of the pool, the same for every trial; ``None`` distils on the whole pool."""
 
     num_layers: int = Field(default=6, ge=1)
+    transfer_size: int | None = Field(default=None, ge=1)
     epochs: int = Field(default=2, ge=1)
     batch_size: int = Field(default=64, ge=1)
     lr: float = Field(default=2e-3, gt=0)

@@ -72,7 +72,8 @@ def _custom(n: int, k: int, custom: Sequence[int] | None) -> list[int]:
 
 
 def _random(n: int, k: int, custom: Sequence[int] | None) -> None:
-    """The control: nothing is copied, the student keeps its fresh initialisation."""
+    """The control: no teacher layer is copied; the transformer layers keep their fresh
+    initialisation (embeddings, pooler and head are still the teacher's)."""
     return None
 
 
@@ -160,10 +161,13 @@ def build_student(
 ) -> tuple[PreTrainedModel, LayerProvenance]:
     """A new k-layer model of the teacher's class, initialised by ``strategy``.
 
-    Initialised from ``seed`` (the global RNG is left as it was), then, for every strategy but
-    ``random``, embeddings, pooler, head and each layer are copied from the teacher.
-    ``load_state_dict`` copies into the student's own tensors, so no parameter storage is
-    shared with the teacher or any other student. Raises ConfigError.
+    Initialised from ``seed`` (the global RNG is left as it was); embeddings, pooler and head
+    are then copied from the teacher for every strategy, and each transformer layer j from
+    teacher layer ``indices[j]`` for every strategy but ``random``. The ``random`` control thus
+    differs from the others only in its layers, so comparing them measures what the choice of
+    layers is worth, not what pretrained embeddings are worth. ``load_state_dict`` copies into
+    the student's own tensors, so no parameter storage is shared with the teacher or any other
+    student. Raises ConfigError.
     """
     prefix, layers = _encoder_layers(teacher)
     n = len(layers)
@@ -173,9 +177,11 @@ def build_student(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         student = type(teacher)(config)
-    if indices is not None:
-        source = teacher.state_dict()
-        student.load_state_dict(
-            {key: source[_teacher_key(key, prefix, indices)] for key in student.state_dict()}
-        )
+    source = teacher.state_dict()
+    copied = {
+        key: source[_teacher_key(key, prefix, indices)]
+        for key in student.state_dict()
+        if indices is not None or not key.startswith(prefix)
+    }
+    student.load_state_dict(copied, strict=indices is not None)
     return student, LayerProvenance(strategy, indices, n, k)

@@ -13,7 +13,7 @@ import random
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -38,15 +38,24 @@ def build_teacher(
     max_length: int,
     pad_token_id: int = 0,
     seed: int = 0,
+    label_names: Sequence[str] | None = None,
 ) -> PreTrainedModel:
     """A pretrained classifier (``cfg.pretrained``) or a BERT built from ``cfg``, seeded.
 
-    Raises CheckpointError when the pretrained model cannot be loaded.
+    ``label_names`` go into the config's ``id2label``/``label2id``, so the exported teacher and
+    every student (whose config is the teacher's) answer HF ``pipeline()`` with the dataset's
+    names rather than ``LABEL_0``. Raises CheckpointError when the pretrained model cannot be
+    loaded.
     """
+    names = list(label_names) if label_names is not None else [f"LABEL_{i}" for i in range(num_labels)]
+    if len(names) != num_labels:
+        raise DataError(f"{len(names)} label names {names} for {num_labels} labels")
+    labels = {"num_labels": num_labels, "id2label": dict(enumerate(names)),
+              "label2id": {name: i for i, name in enumerate(names)}}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if cfg.pretrained:
-            return _from_pretrained(cfg.pretrained, num_labels=num_labels)
+            return _from_pretrained(cfg.pretrained, **labels)
         config = BertConfig(
             vocab_size=vocab_size,
             hidden_size=cfg.hidden_size,
@@ -58,7 +67,7 @@ def build_teacher(
             max_position_embeddings=max_length,
             type_vocab_size=2,
             pad_token_id=pad_token_id,
-            num_labels=num_labels,
+            **labels,
         )
         return BertForSequenceClassification(config)
 

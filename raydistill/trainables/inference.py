@@ -1,7 +1,7 @@
 """Batch inference of a saved classifier on tokenised splits, as one Ray task.
 
 Both exports use it: the teacher's logits (cached once per run for the sweep and the report)
-and the winning student's (for the report's test metrics).
+and the winning cell's students' (every seed's test logits, for the report's test metrics).
 """
 
 from __future__ import annotations
@@ -27,8 +27,23 @@ def _split_logits_task(model_dir: str, encoded: dict[str, Encoded], batch_size: 
     }
 
 
+def idle_cpus() -> int:
+    """Threads for a task that has the cluster to itself (between stages): the CPUs Ray has
+    free now, at least 1, so an export or a cache fill leaves no core idle."""
+    return max(1, int(ray.available_resources().get("CPU", 1)))
+
+
 def split_logits(model_dir: str, encoded: dict[str, Encoded], batch_size: int, pad_token_id: int, *,
                  threads: int = 1, num_cpus: float = 1.0, num_gpus: float = 0.0) -> dict[str, np.ndarray]:
     """float32 logits (N, C) of the model in ``model_dir`` on every split in ``encoded``."""
+    return models_split_logits([model_dir], encoded, batch_size, pad_token_id, threads=threads,
+                               num_cpus=num_cpus, num_gpus=num_gpus)[0]
+
+
+def models_split_logits(model_dirs: list[str], encoded: dict[str, Encoded], batch_size: int,
+                        pad_token_id: int, *, threads: int = 1, num_cpus: float = 1.0,
+                        num_gpus: float = 0.0) -> list[dict[str, np.ndarray]]:
+    """:func:`split_logits` of several models, one Ray task each, run side by side."""
     task = _split_logits_task.options(num_cpus=num_cpus, num_gpus=num_gpus)
-    return ray.get(task.remote(model_dir, encoded, batch_size, pad_token_id, threads))
+    shared = ray.put(encoded)
+    return ray.get([task.remote(d, shared, batch_size, pad_token_id, threads) for d in model_dirs])

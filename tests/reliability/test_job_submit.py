@@ -100,7 +100,7 @@ def test_study_runs_as_a_ray_job(ray_head, tmp_path, repo_root, tiny_overrides):
                                            "sweep.temperatures=[2.0]", "sweep.strategies=[top,random]"]
             for arg in ("--set", o)]
     submitted = _ray(env, "job", "submit", "--address", address, "--working-dir", str(repo_root),
-                     "--no-wait", "--", "raydistill", "run", "configs/quickstart.yaml", "--no-serve", *sets)
+                     "--no-wait", "--", "raydistill", "run", "configs/tiny-12l.yaml", "--no-serve", *sets)
     assert submitted.returncode == 0, submitted.stderr
     output = submitted.stdout + submitted.stderr
     job_id = re.search(r"raysubmit_\w+", output).group(0)

@@ -54,6 +54,21 @@ def test_report_and_winner_files(tiny_study_run):
         provenance["strategy"], cfg.teacher.num_layers, cfg.student.num_layers)
     test_logits = np.load(run.student_logits("test"))
     assert test_logits.shape == (len(data.dataset.test), 2)
+    # Every seed of the winning cell was scored on test (the report's mean ± std).
+    cell = load_results(run.root).query("strategy == @best.strategy and temperature == @best.temperature")
+    assert all((Path(d) / "test_logits.npy").is_file() for d in cell["trial_dir"])
+    assert provenance["seeds"] == sorted(cfg.sweep.seeds) and provenance["seed"] in cfg.sweep.seeds
+
+
+def test_exported_models_answer_hf_pipeline_with_label_names(tiny_study_run):
+    """HF's own pipeline on the exported teacher and student says the dataset's label names."""
+    from transformers import pipeline
+
+    _, run, data, _ = tiny_study_run
+    for model_dir in (run.teacher, run.student):
+        classify = pipeline("text-classification", model=str(model_dir), device="cpu")
+        answers = classify(["a gorgeous, moving film", "dull and lifeless"])
+        assert {a["label"] for a in answers} <= set(data.dataset.label_names), answers
 
 
 class _FakeTune:
@@ -101,6 +116,29 @@ def test_teacher_runs_only_when_hidden_loss_is_on(tiny_teacher_run, monkeypatch,
     assert calls["student"] > 0
     assert (calls["teacher"] > 0) is teacher_runs, calls
     assert fake.reports[-1]["loss/hidden"] > 0 if beta else fake.reports[-1]["loss/hidden"] == 0
+
+
+def test_same_trial_gives_identical_logits_whatever_ran_before(tiny_teacher_run, monkeypatch, tmp_path):
+    """A trial's seed sets every RNG at its start: (strategy, T, seed) run twice in one process
+    (as a reused Tune actor would), with another trial and stray draws in between, gives
+    bit-identical validation logits; another seed gives different ones."""
+    from raydistill.trainables import student as student_module
+
+    cfg, run, data, info = tiny_teacher_run
+    shared = {**student_module._shared_data(cfg, run, data, info["labeled"]), "experiment_dir": str(tmp_path)}
+
+    def val_logits(seed: int, name: str) -> np.ndarray:
+        monkeypatch.setattr(student_module, "tune", _FakeTune(tmp_path / name))
+        trial = {"strategy": "uniform", "temperature": 2.0, "seed": seed, "alpha": 0.5, "lr": 0.003}
+        student_module.train_student(trial, shared)
+        return np.load(tmp_path / name / student_module.VAL_LOGITS)
+
+    first = val_logits(0, "a")
+    other = val_logits(1, "b")
+    torch.rand(1000), np.random.rand(10)  # a reused actor's RNG is wherever the last trial left it
+    again = val_logits(0, "c")
+    assert np.array_equal(first, again)
+    assert not np.array_equal(first, other)
 
 
 def _finished_trials(experiment: Path) -> dict[str, str]:
