@@ -1,7 +1,7 @@
 """Tokenizer and batching: texts -> token ids once, then padded, length-bucketed batches.
 
 A tokenizer is either pretrained (a local directory or a name) or WordPiece trained here on the
-training texts, offline. Either way it is a fast HF tokenizer that saves with ``save_pretrained``
+training texts, offline and deterministically (same texts, same ``tokenizer.json``). Either way it is a fast HF tokenizer that saves with ``save_pretrained``
 and reloads with :func:`load_tokenizer`, so a served model tokenises as it was trained.
 Each split is tokenised once (:func:`encode`); batches pad only to their longest member and
 group similar lengths (:class:`LengthBucketSampler`), which is most of the speed on short texts.
@@ -43,27 +43,22 @@ _BUCKET_BATCHES = 50  # batches per length-sorted chunk: homogeneous lengths, st
 def build_tokenizer(cfg: TokenizerConfig, train_texts: Sequence[str]) -> PreTrainedTokenizerFast:
     """``cfg.pretrained`` loaded, or a BERT-style WordPiece tokenizer trained on ``train_texts``.
 
-    Train it once per run and save it in the run directory: the ``tokenizers`` trainer breaks
-    ties between equally frequent merges in hash order, so two trainings on the same texts can
-    differ in a token or two (on the embedded data at 8000 tokens, 3 runs in 8 swapped one).
+    Training is deterministic: the same texts and config give the same vocabulary and a
+    byte-identical ``tokenizer.json`` in any process (see :func:`_train_wordpiece_vocab`).
     Raises CheckpointError if a pretrained one cannot be loaded, DataError if there is no text.
     """
     if cfg.pretrained is not None:
         return load_tokenizer(cfg.pretrained)
     if not train_texts:
         raise DataError("cannot train a tokenizer on no texts")
-    tok = Tokenizer(models.WordPiece(unk_token=UNK))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=cfg.lowercase)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(
-        vocab_size=cfg.vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False
-    )
-    tok.train_from_iterator(train_texts, trainer, length=len(train_texts))
-    # The trainer numbers tokens in hash order; renumber (specials first, then sorted) so that
-    # equal vocabularies give byte-identical tokenizer files and hashes.
-    learned = sorted(set(tok.get_vocab()) - set(SPECIAL_TOKENS))
-    vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS + learned)}
-    tok.model = models.WordPiece(vocab=vocab, unk_token=UNK)
+    normalizer = normalizers.BertNormalizer(lowercase=cfg.lowercase)
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    learned = _train_wordpiece_vocab(normalizer, pre_tokenizer, train_texts, cfg.vocab_size)
+    # Numbered specials first, then sorted: equal vocabularies give byte-identical files.
+    vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS + sorted(learned))}
+    tok = Tokenizer(models.WordPiece(vocab=vocab, unk_token=UNK))
+    tok.normalizer, tok.pre_tokenizer = normalizer, pre_tokenizer
+    tok.add_special_tokens(SPECIAL_TOKENS)
     tok.decoder = decoders.WordPiece()
     tok.post_processor = processors.TemplateProcessing(
         single=f"{CLS} $A {SEP}",
@@ -80,6 +75,39 @@ def build_tokenizer(cfg: TokenizerConfig, train_texts: Sequence[str]) -> PreTrai
         model_max_length=cfg.max_length,
         model_input_names=MODEL_INPUT_NAMES,
     )
+
+
+def _train_wordpiece_vocab(
+    normalizer: normalizers.Normalizer,
+    pre_tokenizer: pre_tokenizers.PreTokenizer,
+    texts: Sequence[str],
+    vocab_size: int,
+) -> set[str]:
+    """The learned tokens (specials excluded) of a WordPiece trained on ``texts``, deterministically.
+
+    The ``tokenizers`` trainer (0.23; huggingface/tokenizers#1794) breaks ties between equally
+    frequent merges by the ids of the pair's symbols, and numbers continuing-subword symbols
+    (``##e``) as it meets them while iterating a hash map of words — an order that changes with
+    every trainer instance and process — so one set of texts gave several vocabularies (2000
+    texts at 2000 tokens: 4 different ones in 8 runs). The trainer numbers its special tokens
+    first, so the texts' symbols are passed as ones, in the order it would give them at best:
+    the alphabet by code point (as the trainer sorts it), then the ``##`` symbols sorted. All
+    starting ids, hence all tie-breaks and merges, then depend on the texts alone; the symbols
+    are ones the trainer adds anyway, so the vocabulary is one a plain training can give.
+    """
+    alphabet: set[str] = set()
+    continuing: set[str] = set()
+    for text in texts:
+        for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)):
+            alphabet.update(word)
+            continuing.update(word[1:])
+    fixed = SPECIAL_TOKENS + sorted(alphabet) + sorted(f"##{char}" for char in continuing)
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=fixed, show_progress=False)
+    scratch = Tokenizer(models.WordPiece(unk_token=UNK))
+    scratch.normalizer, scratch.pre_tokenizer = normalizer, pre_tokenizer
+    scratch.train_from_iterator(texts, trainer, length=len(texts))
+    # The scratch tokenizer holds the symbols as special added tokens: only its vocab is kept.
+    return set(scratch.get_vocab()) - set(SPECIAL_TOKENS)
 
 
 def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:

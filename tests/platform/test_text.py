@@ -3,12 +3,17 @@ ids, padding is per batch, and the bucketed sampler covers every index on every 
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
-from raydistill.platform.config import TokenizerConfig
-from raydistill.platform.data import Split
+from raydistill.platform.config import DataConfig, TokenizerConfig
+from raydistill.platform.data import Split, load_dataset
 from raydistill.platform.errors import CheckpointError, DataError
 from raydistill.platform.text import (
     BATCH_KEYS,
@@ -53,11 +58,44 @@ def test_trained_tokenizer_layout(tokenizer):
 
 
 def test_vocabulary_is_numbered_in_sorted_order(tokenizer):
-    # The trainer numbers tokens in hash order; equal vocabularies must give identical files.
+    # Specials first, then sorted: equal vocabularies must give identical files.
     vocab = tokenizer.get_vocab()
     by_id = sorted(vocab, key=vocab.__getitem__)
     assert by_id[:5] == SPECIAL_TOKENS and by_id[5:] == sorted(by_id[5:])
     assert sorted(vocab.values()) == list(range(len(vocab)))
+
+
+# Each process trains twice (two trainer instances) and prints the sha256 of each saved
+# tokenizer.json. Hash-map order differs between trainer instances and processes.
+_TRAIN_AND_HASH = """
+import hashlib, json, sys, tempfile
+from pathlib import Path
+from raydistill.platform.config import TokenizerConfig
+from raydistill.platform.text import build_tokenizer
+texts = json.loads(Path(sys.argv[1]).read_text(encoding="utf-8"))
+for _ in range(2):
+    with tempfile.TemporaryDirectory() as out:
+        build_tokenizer(TokenizerConfig(vocab_size=2000), texts).save_pretrained(out)
+        print(hashlib.sha256((Path(out) / "tokenizer.json").read_bytes()).hexdigest())
+"""
+
+
+def test_training_is_deterministic_across_processes(tmp_path):
+    """The same texts give a byte-identical tokenizer.json in every process. Before the fix
+    2000 embedded texts at 2000 tokens gave 4 different files in 8 trainings."""
+    texts = tmp_path / "texts.json"
+    texts.write_text(json.dumps(load_dataset(DataConfig()).train.texts[:2000]), encoding="utf-8")
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _TRAIN_AND_HASH, str(texts)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[2])
+        for _ in range(3)
+    ]
+    hashes = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err[-2000:]
+        hashes += out.split()
+    assert len(hashes) == 6 and len(set(hashes)) == 1, hashes
 
 
 def test_pairs_get_segment_ids(tokenizer):
