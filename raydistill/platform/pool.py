@@ -86,12 +86,6 @@ class PoolLearner:
         self._picks.append(select_top_k(scores, candidates, self.query_size))
         return self.picks(round)
 
-    def random_scores(self, round: int, candidates: np.ndarray) -> np.ndarray:
-        """The random baseline's scores, seeded by (seed, round) and drawn per pool index, so
-        they do not depend on the candidates' order or sharding."""
-        per_index = np.random.default_rng([self.seed, round]).random(self.pool_size)
-        return per_index[np.asarray(candidates, dtype=np.int64)]
-
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable state (what the actor persists after every change)."""
         return {

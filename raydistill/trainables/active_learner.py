@@ -21,11 +21,11 @@ import ray
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification
 
-from raydistill.platform.acquisition import bald_scores, mc_dropout_probs, score_logits
-from raydistill.platform.models import autocast_context
+from raydistill.platform.acquisition import ACQUISITIONS, score_batches
+from raydistill.platform.layers import lookup
 from raydistill.platform.pool import PoolLearner
 from raydistill.platform.rundir import atomic_write_json
-from raydistill.platform.text import Encoded, LengthBucketSampler, collate
+from raydistill.platform.text import Encoded, LengthBucketSampler
 
 
 @dataclass(frozen=True)
@@ -42,30 +42,6 @@ class ScoringPlan:
     threads: int = 1
 
 
-def score_batches(
-    model: torch.nn.Module, pool: Encoded, batches: list[list[int]], plan: ScoringPlan, device: torch.device
-) -> tuple[np.ndarray, np.ndarray]:
-    """Score whole batches of pool indices: (indices, scores-input) where the second array is
-    logits (N, C), or MC-dropout probabilities (S, N, C) for BALD."""
-    outputs, order = [], []
-    with torch.inference_mode(), autocast_context(device):
-        for batch_indices in batches:
-            items = [
-                {"input_ids": pool.input_ids[i], "token_type_ids": pool.token_type_ids[i],
-                 "label": int(pool.labels[i]), "index": i}
-                for i in batch_indices
-            ]
-            batch = {k: v.to(device) for k, v in collate(items, plan.pad_token_id).items()}
-            inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
-            if plan.acquisition == "bald":
-                outputs.append(mc_dropout_probs(model, inputs, plan.mc_samples).float().cpu())
-            else:
-                outputs.append(model.eval()(**inputs).logits.float().cpu())
-            order.extend(batch_indices)
-    axis = 1 if plan.acquisition == "bald" else 0
-    return np.asarray(order, dtype=np.int64), torch.cat(outputs, dim=axis).numpy()
-
-
 @ray.remote(max_restarts=-1, max_task_retries=-1)
 class Scorer:
     """One pool-scoring worker. Kept alive for the whole active-learning run and keeps its model
@@ -79,12 +55,17 @@ class Scorer:
         self._device = torch.device("cuda" if plan.num_gpus > 0 and torch.cuda.is_available() else "cpu")
         self._model: torch.nn.Module | None = None
 
-    def score(self, model_config: dict[str, Any], weights: list, batches: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    def score(self, model_config: dict[str, Any], weights: list, batches: list[list[int]],
+              seed: int, round: int) -> tuple[np.ndarray, np.ndarray]:
+        """(indices, scores) of whole pool batches; MC-dropout masks depend on (seed, round,
+        batch) only, so which scorer gets a batch never changes its scores."""
         if self._model is None:
             config = AutoConfig.for_model(**model_config)
             self._model = AutoModelForSequenceClassification.from_config(config).to(self._device)
         self._model.load_state_dict(ray.get(weights[0]))
-        return score_batches(self._model, self._pool, batches, self._plan, self._device)
+        plan = self._plan
+        return score_batches(self._model, self._pool, batches, plan.acquisition, pad_token_id=plan.pad_token_id,
+                             mc_samples=plan.mc_samples, seed=seed, round=round)
 
 
 def shard_batches(lengths: np.ndarray, candidates: np.ndarray, batch_size: int, shards: int) -> list[list[list[int]]]:
@@ -135,22 +116,20 @@ class ActiveLearner:
         return self._learner.labeled_indices(round).tolist()
 
     def _score(self, round: int, candidates: np.ndarray, weights_ref, model_config) -> np.ndarray:
-        plan = self._plan
-        if plan.acquisition == "random":
-            return self._learner.random_scores(round, candidates)
+        plan, learner = self._plan, self._learner
+        rule = lookup(ACQUISITIONS, plan.acquisition, "acquisition")
+        if rule.pool_scores is not None:  # model-free: drawn per pool index, no scorers needed
+            return rule.pool_scores(learner.seed, round, learner.pool_size)[candidates]
         pool: Encoded = ray.get(self._pool_ref)
         shards = shard_batches(pool.lengths, candidates, plan.batch_size, plan.scorers)
         if not self._scorers:
             options = {"num_cpus": plan.num_cpus, "num_gpus": plan.num_gpus}
             self._scorers = [Scorer.options(**options).remote(plan, [self._pool_ref]) for _ in range(plan.scorers)]
-        results = ray.get([scorer.score.remote(model_config, [weights_ref], shard)
+        results = ray.get([scorer.score.remote(model_config, [weights_ref], shard, learner.seed, round)
                            for scorer, shard in zip(self._scorers, shards)])
         order = np.concatenate([r[0] for r in results])
-        if plan.acquisition == "bald":
-            raw = bald_scores(torch.from_numpy(np.concatenate([r[1] for r in results], axis=1)))
-        else:
-            raw = score_logits(plan.acquisition, np.concatenate([r[1] for r in results]))
-        by_index = dict(zip(order.tolist(), np.asarray(raw, dtype=np.float64).tolist()))
+        scores = np.concatenate([r[1] for r in results])
+        by_index = dict(zip(order.tolist(), scores.tolist()))
         return np.array([by_index[int(i)] for i in candidates], dtype=np.float64)
 
     def record(self, round: int, metrics: dict[str, float]) -> None:

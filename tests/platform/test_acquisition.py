@@ -11,7 +11,10 @@ import torch
 from raydistill.platform.acquisition import (
     ACQUISITIONS,
     bald_scores,
+    batch_seed,
     mc_dropout_probs,
+    random_pool_scores,
+    score_batches,
     score_logits,
     score_probs,
     select_top_k,
@@ -19,6 +22,7 @@ from raydistill.platform.acquisition import (
 from raydistill.platform.config import ACQUISITION_NAMES, TeacherConfig
 from raydistill.platform.errors import ConfigError, PoolExhaustedError, RaydistillError
 from raydistill.platform.models import build_teacher
+from raydistill.platform.text import Encoded
 
 pytestmark = pytest.mark.unit
 
@@ -91,6 +95,14 @@ class TestRandom:
         scores = score_probs(self.name, PROBS, seed=4)
         np.testing.assert_array_equal(score_probs(self.name, PROBS[::-1], seed=4), scores)
 
+    def test_pool_scores_seeded_by_seed_and_round_per_index(self):
+        assert ACQUISITIONS[self.name].pool_scores is random_pool_scores
+        scores = random_pool_scores(0, 1, 100)
+        assert scores.shape == (100,)
+        np.testing.assert_array_equal(random_pool_scores(0, 1, 100), scores)
+        assert not np.array_equal(random_pool_scores(0, 2, 100), scores)
+        assert not np.array_equal(random_pool_scores(5, 1, 100), scores)
+
 
 class TestBald:
     def test_disagreeing_samples_score_ln2(self):
@@ -133,12 +145,77 @@ def test_mc_dropout_probs_samples_differ_and_mode_is_restored():
     cfg = TeacherConfig(num_layers=1, hidden_size=16, num_heads=2, intermediate_size=32, dropout=0.5)
     model = build_teacher(cfg, num_labels=3, vocab_size=30, max_length=8, seed=0).eval()
     batch = {"input_ids": torch.randint(1, 30, (4, 8)), "labels": torch.zeros(4, dtype=torch.long)}
-    probs = mc_dropout_probs(model, batch, n_samples=5)
+    probs = mc_dropout_probs(model, batch, n_samples=5, seed=7)
     assert probs.shape == (5, 4, 3) and probs.dtype == torch.float32
     torch.testing.assert_close(probs.sum(-1), torch.ones(5, 4))
     assert not torch.allclose(probs[0], probs[1])
     assert not model.training
     assert (bald_scores(probs) > 0).all()
+
+
+# ---------------------------------------------------------------- batch scoring
+
+
+@pytest.fixture(scope="module")
+def dropout_model():
+    cfg = TeacherConfig(num_layers=1, hidden_size=16, num_heads=2, intermediate_size=32, dropout=0.5)
+    return build_teacher(cfg, num_labels=3, vocab_size=30, max_length=16, seed=0).eval()
+
+
+@pytest.fixture(scope="module")
+def pool():
+    rng = np.random.default_rng(0)
+    ids = [[2, *rng.integers(5, 30, size=rng.integers(2, 14)).tolist(), 3] for _ in range(40)]
+    return Encoded(ids, [[0] * len(row) for row in ids], rng.integers(0, 3, size=40))
+
+
+POOL_BATCHES = [list(range(start, start + 8)) for start in range(0, 40, 8)]
+
+
+def _score(model, pool, batches, name="bald", seed=0, round=1):
+    indices, scores = score_batches(model, pool, batches, name, pad_token_id=0, mc_samples=4,
+                                    seed=seed, round=round)
+    return dict(zip(indices.tolist(), scores.tolist()))
+
+
+def test_batch_seed_depends_on_seed_round_and_batch_only():
+    base = batch_seed(0, 1, [8, 9, 10])
+    assert batch_seed(0, 1, [8, 9, 10]) == base
+    assert len({base, batch_seed(1, 1, [8, 9]), batch_seed(0, 2, [8, 9]), batch_seed(0, 1, [16, 17])}) == 4
+
+
+@pytest.mark.parametrize("name", ["bald", "entropy"])
+def test_scoring_a_batch_twice_gives_the_same_scores(dropout_model, pool, name):
+    first = _score(dropout_model, pool, POOL_BATCHES[:1], name)
+    torch.rand(3)  # the global RNG moving on between calls changes nothing
+    assert _score(dropout_model, pool, POOL_BATCHES[:1], name) == first
+    assert sorted(first) == POOL_BATCHES[0]
+
+
+def test_bald_scores_do_not_depend_on_order_or_grouping(dropout_model, pool):
+    """What 1 vs N scorers rely on: a batch gets its scores whoever scores it, after whatever."""
+    whole = _score(dropout_model, pool, POOL_BATCHES)
+    assert sorted(whole) == list(range(40)) and len(set(whole.values())) > 1
+    reversed_order = _score(dropout_model, pool, POOL_BATCHES[::-1])
+    dealt = {}
+    for shard in (POOL_BATCHES[1::2], POOL_BATCHES[0::2]):  # two scorers, merged in another order
+        dealt.update(_score(dropout_model, pool, shard))
+    assert reversed_order == whole and dealt == whole
+    assert _score(dropout_model, pool, POOL_BATCHES, round=2) != whole  # new round, new masks
+
+
+def test_mc_dropout_leaves_the_global_rng_alone(dropout_model, pool):
+    torch.manual_seed(123)
+    expected = torch.rand(5)
+    torch.manual_seed(123)
+    _score(dropout_model, pool, POOL_BATCHES[:2])
+    torch.testing.assert_close(torch.rand(5), expected)
+    assert not dropout_model.training
+
+
+def test_score_batches_refuses_model_free_rules(dropout_model, pool):
+    with pytest.raises(RaydistillError, match="pool_scores"):
+        score_batches(dropout_model, pool, POOL_BATCHES, "random", pad_token_id=0, mc_samples=2, seed=0, round=1)
 
 
 def test_select_top_k_ties_broken_by_index():

@@ -91,17 +91,6 @@ def test_candidates_must_be_the_unlabelled_pool():
     assert len(learner.query(1, np.zeros(90), shuffled)) == 5
 
 
-def test_random_scores_seeded_by_seed_and_round_independent_of_order():
-    learner = _learner()
-    candidates = learner.unlabeled_indices()
-    scores = learner.random_scores(1, candidates)
-    assert scores.shape == (90,)
-    np.testing.assert_array_equal(learner.random_scores(1, candidates[::-1]), scores[::-1])
-    assert not np.array_equal(learner.random_scores(2, candidates), scores)
-    assert not np.array_equal(_learner(seed=5).random_scores(1, candidates), scores)
-    np.testing.assert_array_equal(_learner().random_scores(1, candidates), scores)
-
-
 def test_to_dict_from_dict_round_trip():
     learner = _learner(seed=3)
     _query(learner, 1)

@@ -71,13 +71,15 @@ def _learner(run, data, cfg, name, scorers, acquisition="entropy"):
                                 [ray.put(data.encoded["train"])])
 
 
-def test_two_scorers_pick_what_one_picks_and_acquire_is_idempotent(tiny_teacher_run):
+@pytest.mark.parametrize("acquisition", ["entropy", "bald"])
+def test_two_scorers_pick_what_one_picks_and_acquire_is_idempotent(tiny_teacher_run, acquisition):
+    """BALD too: its MC-dropout masks are seeded per (seed, round, batch), not per scorer."""
     cfg, run, data, _ = tiny_teacher_run
     model = load_classifier(run.teacher)
     weights = ray.put({k: v for k, v in model.state_dict().items()})
     picks = {}
     for scorers in (1, 2):
-        learner = _learner(run, data, cfg, f"s{scorers}", scorers)
+        learner = _learner(run, data, cfg, f"{acquisition}-s{scorers}", scorers, acquisition)
         picks[scorers] = ray.get(learner.acquire.remote(1, [weights], model.config.to_dict()))
         # A second call for the same round (a retry) returns the same set, even with other weights.
         other = ray.put({k: v * 0 for k, v in model.state_dict().items()})
