@@ -140,13 +140,14 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from raydistill.platform.report import format_table, study_summary, write_report
+    from raydistill.platform.report import format_table, study_summary, verdict_sentence, write_report
     from raydistill.platform.rundir import RunDir
 
     run = RunDir.existing(args.run_dir)
     path = write_report(run.root)
     _, cells, teacher = study_summary(run.root)
     print(format_table(cells, teacher))
+    print(verdict_sentence(cells))
     print(f"report: {path}")
     return 0
 

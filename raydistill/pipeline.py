@@ -142,7 +142,7 @@ def run_study(cfg: ExperimentConfig, run: RunDir, serve: bool = True, keep_servi
               fault: dict | None = None) -> dict[str, Any]:
     """Run every unfinished stage of the study in ``run``; returns a summary for printing."""
     from raydistill.platform.prepared import prepare_data
-    from raydistill.platform.report import format_table, study_summary, write_report
+    from raydistill.platform.report import format_table, study_summary, verdict_sentence, write_report
     from raydistill.trainables.student import export_winner, run_sweep
 
     started = time.monotonic()
@@ -163,7 +163,8 @@ def run_study(cfg: ExperimentConfig, run: RunDir, serve: bool = True, keep_servi
     report_path = write_report(run.root)
     _mark_done(run, "report", {"path": str(report_path)})
     _, cells, teacher_metrics = study_summary(run.root)
-    print(format_table(cells, teacher_metrics), flush=True)
+    print(format_table(cells, teacher_metrics))
+    print(verdict_sentence(cells), flush=True)
     summary = {"run_dir": str(run.root), "report": str(report_path), "winner": winner,
                "teacher_validation_accuracy": teacher["validation_accuracy"]}
     if serve:

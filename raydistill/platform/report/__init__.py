@@ -1,0 +1,31 @@
+"""The study's analysis: Tune's trial files on disk -> results -> one inference policy -> report.
+
+One concept a module: ``trials`` (Tune files on disk -> DataFrame), ``stats`` (the inference
+policy, "hierarchical bootstrap, Holm-corrected", and the per-cell summary), ``metrics``
+(accuracy, macro-F1, ECE), ``active_learning`` (the AL curve against random), ``render``
+(markdown), ``plots`` and ``assemble`` (the run's files -> report.md). Never imports Ray.
+"""
+
+from raydistill.platform.report.active_learning import al_comparison, al_sentence, read_al_curve
+from raydistill.platform.report.assemble import majority_accuracy, study_summary, write_report
+from raydistill.platform.report.metrics import (
+    classification_metrics, expected_calibration_error, f1_per_class, macro_f1,
+)
+from raydistill.platform.report.plots import plot_active_learning, plot_learning_curves, plot_val_accuracy
+from raydistill.platform.report.render import format_table, verdict_sentence
+from raydistill.platform.report.stats import (
+    POLICY, choose_winner, compare_with_best, paired_bootstrap, summarize,
+)
+from raydistill.platform.report.trials import (
+    COMPLETED, DUPLICATE, ERRORED, STOPPED_EARLY, completed, find_experiment, load_history,
+    load_results, not_completed,
+)
+
+__all__ = [
+    "COMPLETED", "DUPLICATE", "ERRORED", "POLICY", "STOPPED_EARLY", "al_comparison", "al_sentence",
+    "choose_winner", "classification_metrics", "compare_with_best", "completed",
+    "expected_calibration_error", "f1_per_class", "find_experiment", "format_table", "load_history",
+    "load_results", "macro_f1", "majority_accuracy", "not_completed", "paired_bootstrap",
+    "plot_active_learning", "plot_learning_curves", "plot_val_accuracy", "read_al_curve",
+    "study_summary", "summarize", "verdict_sentence", "write_report",
+]

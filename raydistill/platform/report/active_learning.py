@@ -1,0 +1,99 @@
+"""The teacher's active-learning curve and its comparison with the random baseline.
+
+``RUN/al/curve.csv`` has one line per (acquisition, round): labeled_count, val_accuracy, ...
+Beside it the teacher stage writes ``RUN/al/<acquisition>/val_logits_round<r>.npy`` (float32
+[n_val, C]). With those files, each budget (labeled_count) gets the difference main arm − random
+with a 95% paired bootstrap interval over the validation examples, and one sentence; without
+them the curve is reported as it is and nothing is claimed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from raydistill.platform import metrics as M
+from raydistill.platform.errors import CheckpointError
+from raydistill.platform.report.metrics import correctness
+from raydistill.platform.report.stats import paired_bootstrap
+from raydistill.platform.report.trials import optional_logits
+from raydistill.platform.rundir import RunDir
+
+BASELINE = "random"
+CONFIDENCE = 0.95
+# Columns of al_comparison (besides one accuracy column per arm).
+ARM = "arm"
+DIFF = "diff_vs_random"
+CI_LOW = "ci_low"
+CI_HIGH = "ci_high"
+SENTENCE = "sentence"
+
+
+def read_al_curve(path: str | Path) -> pd.DataFrame:
+    """``al/curve.csv``: one line per round per acquisition. Raises CheckpointError when the
+    file is missing or lacks a column."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"missing active-learning curve {path}")
+    curve = pd.read_csv(path)
+    missing = sorted({M.ACQUISITION, M.ROUND, M.LABELED_COUNT, M.VAL_ACCURACY} - set(curve.columns))
+    if missing:
+        raise CheckpointError(f"{path} lacks columns {missing} (has {list(curve.columns)})")
+    return curve
+
+
+def round_logits_path(run: RunDir, acquisition: str, round_: int) -> Path:
+    return run.al / acquisition / f"val_logits_round{int(round_)}.npy"
+
+
+def al_comparison(run_dir: str | Path) -> pd.DataFrame:
+    """One row per budget (labeled_count) at which the main arm and ``random`` both have a
+    round: ``arm`` (the main acquisition), one accuracy column per arm, diff_vs_random (main −
+    random, from the round logits), its 95% paired bootstrap interval over the validation
+    examples and a one-sentence summary. Reads ``al/curve.csv``, ``al/<arm>/val_logits_round<r>.npy``
+    and ``labels/validation.npy``. Budgets without both logits files keep NaN and a sentence
+    that claims nothing. Empty when there is no random arm or no other arm. Raises
+    CheckpointError when the curve is missing or malformed, or logits do not match the labels."""
+    run = RunDir(run_dir)
+    curve = read_al_curve(run.al_curve)
+    arms = list(dict.fromkeys(curve[M.ACQUISITION]))
+    main = next((a for a in arms if a != BASELINE), None)
+    cols = [M.LABELED_COUNT, ARM, main or "main", BASELINE, DIFF, CI_LOW, CI_HIGH, SENTENCE]
+    if main is None or BASELINE not in arms:
+        return pd.DataFrame(columns=cols)
+    labels_path = run.eval_labels("validation")
+    labels = np.load(labels_path, allow_pickle=False) if labels_path.is_file() else None
+    by_arm = {a: curve[curve[M.ACQUISITION] == a].drop_duplicates(M.LABELED_COUNT, keep="last")
+              .set_index(M.LABELED_COUNT) for a in (main, BASELINE)}
+    rows = []
+    for budget in sorted(set(by_arm[main].index) & set(by_arm[BASELINE].index)):
+        r_main, r_base = by_arm[main].loc[budget], by_arm[BASELINE].loc[budget]
+        diff = low = high = np.nan
+        if labels is not None:
+            a = optional_logits(round_logits_path(run, main, r_main[M.ROUND]), len(labels), labels_path)
+            b = optional_logits(round_logits_path(run, BASELINE, r_base[M.ROUND]), len(labels), labels_path)
+            if a is not None and b is not None:
+                diff, low, high = paired_bootstrap(correctness(a, labels), correctness(b, labels),
+                                                   confidence=CONFIDENCE)
+        row = {M.LABELED_COUNT: int(budget), ARM: main, main: float(r_main[M.VAL_ACCURACY]),
+               BASELINE: float(r_base[M.VAL_ACCURACY]), DIFF: diff, CI_LOW: low, CI_HIGH: high}
+        row[SENTENCE] = al_sentence(row)
+        rows.append(row)
+    return pd.DataFrame(rows, columns=cols)
+
+
+def al_sentence(row: dict) -> str:
+    """"At 2,000 labels entropy beat random by +1.2 points (95% CI +0.3 to +2.1)", "... did
+    not differ from random: ...", or "... lost to random ..." -- never a claim without the interval."""
+    budget, arm = f"{int(row[M.LABELED_COUNT]):,}", row[ARM]
+    if np.isnan(row[DIFF]):
+        return (f"At {budget} labels {arm} reached {row[arm]:.1%} and random {row[BASELINE]:.1%}; "
+                "no per-example logits for this round, so no interval and no claim.")
+    pts = f"{100 * row[DIFF]:+.1f} points ({CONFIDENCE:.0%} CI {100 * row[CI_LOW]:+.1f} to {100 * row[CI_HIGH]:+.1f})"
+    if row[CI_LOW] > 0:
+        return f"At {budget} labels {arm} beat random by {pts}."
+    if row[CI_HIGH] < 0:
+        return f"At {budget} labels {arm} lost to random by {pts}."
+    return f"At {budget} labels {arm} did not differ from random: {pts}."

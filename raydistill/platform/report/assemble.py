@@ -1,0 +1,207 @@
+"""A run directory's files -> ``report.md``, ``results.csv``, ``summary.csv`` and ``plots/*.png``.
+
+Reads only what the stages wrote (no training, no Ray): Tune's trial files, the labels, the
+teacher's and the students' saved logits, the exported student's provenance, the AL curve.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from raydistill.platform import metrics as M
+from raydistill.platform.errors import CheckpointError
+from raydistill.platform.report import render as R
+from raydistill.platform.report import stats as S
+from raydistill.platform.report.active_learning import SENTENCE, al_comparison, read_al_curve
+from raydistill.platform.report.metrics import classification_metrics, f1_per_class
+from raydistill.platform.report.plots import (
+    PLOT_ACTIVE_LEARNING, PLOT_LEARNING_CURVES, PLOT_VAL_ACCURACY, plot_active_learning,
+    plot_learning_curves, plot_val_accuracy,
+)
+from raydistill.platform.report.trials import (
+    COMPLETED, DUPLICATE, ERRORED, STOPPED_EARLY, TEST_LOGITS, completed, count_safetensors_params, not_completed,
+    load_history, load_results, optional_array, optional_json, optional_logits, read_run_config,
+)
+from raydistill.platform.rundir import RunDir, atomic_write_text
+
+
+def majority_accuracy(labels: np.ndarray | None) -> float | None:
+    """The majority-class baseline: the rate of the most frequent label, or None without labels."""
+    if labels is None or len(labels) == 0:
+        return None
+    return float(np.bincount(np.asarray(labels, dtype=np.int64)).max() / len(labels))
+
+
+def _teacher_val(run: RunDir, labels: np.ndarray | None) -> dict[str, Any] | None:
+    if labels is None:
+        return None
+    logits = optional_logits(run.teacher_logits("validation"), len(labels), run.eval_labels("validation"))
+    if logits is None:
+        return None
+    out: dict[str, Any] = classification_metrics(logits, labels)
+    out[M.PARAMS] = count_safetensors_params(run.teacher)
+    return out
+
+
+def study_summary(run_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any] | None]:
+    """(per-trial results, per-cell summary with the policy's verdicts, the teacher's
+    validation metrics or None): everything the study's table needs, from disk. Reads Tune's
+    trial files, each trial's val_logits.npy, labels/validation.npy and the teacher's
+    validation logits. Raises CheckpointError when the run has no sweep results."""
+    run = RunDir(run_dir)
+    df = load_results(run.root)
+    labels = optional_array(run.eval_labels("validation"))
+    teacher = _teacher_val(run, labels)
+    summary = S.summarize(df, teacher[M.ACCURACY] if teacher else None, majority_accuracy(labels), labels)
+    return df, summary, teacher
+
+
+def write_report(run_dir: str | Path) -> Path:
+    """Write ``report.md``, ``results.csv``, ``summary.csv`` and ``plots/*.png`` into the run
+    directory from the files already there. Returns the report's path. Raises CheckpointError
+    when the run has no sweep results."""
+    run = RunDir(run_dir)
+    df, summary, teacher = study_summary(run.root)
+    winner = S.choose_winner(summary) if not summary.empty else None
+    atomic_write_text(run.results_csv, df.to_csv(index=False))
+    atomic_write_text(run.summary_csv, summary.to_csv(index=False))
+    lines = _header(run, df) + _study_section(summary, teacher)
+    lines += _test_section(run, df, winner)
+    lines += _failed_section(df) + R.duplicates_note(df)
+    al_lines, curve, comparison = _al_section(run)
+    lines += al_lines
+    if not summary.empty:
+        plot_val_accuracy(summary, run.plots / PLOT_VAL_ACCURACY, teacher[M.ACCURACY] if teacher else None)
+        hist = load_history(run.root)
+        plot_learning_curves(hist[hist[M.TRIAL_ID].isin(completed(df)[M.TRIAL_ID])],
+                             run.plots / PLOT_LEARNING_CURVES)
+    if curve is not None:
+        plot_active_learning(curve, run.plots / PLOT_ACTIVE_LEARNING, comparison)
+    atomic_write_text(run.report, "\n".join(lines) + "\n")
+    return run.report
+
+
+def _header(run: RunDir, df: pd.DataFrame) -> list[str]:
+    name = read_run_config(run.root).get("name", run.root.name)
+    counts = df["status"].value_counts()
+    dup = f", {counts.get(DUPLICATE, 0)} duplicates ignored" if counts.get(DUPLICATE, 0) else ""
+    return [f"# raydistill report: {name}", "", f"Run directory: `{run.root}`", "",
+            f"Trials: {len(df)} ({counts.get(COMPLETED, 0)} completed, {counts.get(ERRORED, 0)} "
+            f"in error, {counts.get(STOPPED_EARLY, 0)} stopped early{dup}). Only completed trials "
+            "are averaged.", ""]
+
+
+def _study_section(summary: pd.DataFrame, teacher: dict[str, Any] | None) -> list[str]:
+    out = ["## Students: strategy × temperature (validation, mean ± std over seeds)", ""]
+    if summary.empty:
+        return out + ["No trial completed: there is no table and no exported student.", ""]
+    best = summary[summary[S.VERDICT] == S.BEST].iloc[0]
+    out += [R.format_table(summary, teacher), "", f"**Verdict:** {R.verdict_sentence(summary)}", "",
+            f"Exported student: the cell with the best mean validation accuracy over seeds, "
+            f"**{best[M.STRATEGY]}**, T={best[M.TEMPERATURE]:g}, {R.fmt_acc(best[S.VAL_ACC_MEAN], best[S.VAL_ACC_STD])} "
+            f"over {best[S.N]} seeds, layers {best[M.LAYERS]} (its best-validation seed; see the test set).",
+            "", R.policy_note(summary), "",
+            "`retained` is the cell's share of the teacher's validation accuracy; `retained gain` its "
+            "share of the teacher's gain over the majority-class baseline."]
+    return out + ["", f"![validation accuracy](plots/{PLOT_VAL_ACCURACY})",
+                  f"![learning curves](plots/{PLOT_LEARNING_CURVES})", ""]
+
+
+def _test_section(run: RunDir, df: pd.DataFrame, winner: tuple[str, float] | None) -> list[str]:
+    """The winning cell's test metrics (mean ± std over its seeds), the exported seed's and
+    the teacher's: chosen on validation, reported on test."""
+    out = ["## Test set (the cell was chosen on validation)", ""]
+    labels_path = run.eval_labels("test")
+    labels = optional_array(labels_path)
+    if labels is None:
+        return out + [f"Not available: {labels_path} is missing.", ""]
+    seeds = _winner_test_logits(df, winner, labels, labels_path)
+    exported = optional_logits(run.student_logits("test"), len(labels), labels_path)
+    teacher = optional_logits(run.teacher_logits("test"), len(labels), labels_path)
+    if not seeds and exported is None and teacher is None:
+        return out + [f"Not available: no {TEST_LOGITS} in the winning cell's trials, no "
+                      f"{run.student_logits('test')} and no teacher test logits.", ""]
+    prov = optional_json(run.student / "provenance.json") or {}
+    out += _provenance_note(prov, winner)
+    out += ["| model | test accuracy | macro-F1 | ECE (15 bins) | agreement with teacher | params |",
+            "|" + "---|" * 6]
+    student_params = count_safetensors_params(run.student)
+    if seeds:
+        out.append(_seeds_row(f"winning cell, mean ± std over {len(seeds)} seeds", seeds, labels, teacher,
+                              student_params))
+    seed = prov.get(M.SEED)
+    name = f"exported student (seed {seed}, best validation)" if seed is not None else "exported student"
+    for label, logits, params in [(name, exported, student_params),
+                                  ("teacher", teacher, count_safetensors_params(run.teacher))]:
+        if logits is not None:
+            out.append(_seeds_row(label, [logits], labels, teacher, params))
+    if not seeds and exported is not None:
+        out += ["", f"The winning cell's trials hold no {TEST_LOGITS}: the exported seed stands for the cell."]
+    names = optional_json(run.labels / "label_names.json")
+    if exported is not None and isinstance(names, list):
+        f1 = f1_per_class(exported.argmax(1), labels)
+        per = ", ".join(f"{names[c] if c < len(names) else c} {v:.3f}" for c, v in f1.items())
+        out += ["", f"Exported student's per-class F1 (test): {per}."]
+    return out + [""]
+
+
+def _winner_test_logits(df: pd.DataFrame, winner: tuple[str, float] | None, labels: np.ndarray,
+                        labels_path: Path) -> list[np.ndarray]:
+    if winner is None:
+        return []
+    done = completed(df)
+    cell = done[(done[M.STRATEGY] == winner[0]) & (done[M.TEMPERATURE] == winner[1])]
+    found = [optional_logits(Path(d) / TEST_LOGITS, len(labels), labels_path)
+             for d in cell["trial_dir"].dropna()]
+    return [f for f in found if f is not None]
+
+
+def _seeds_row(name: str, logits: list[np.ndarray], labels: np.ndarray, teacher: np.ndarray | None,
+               params: int | None) -> str:
+    m = [classification_metrics(x, labels) for x in logits]
+    agree = [np.mean(x.argmax(1) == teacher.argmax(1)) for x in logits] if teacher is not None else None
+
+    def cell(values: list[float] | None) -> str:
+        if values is None:
+            return "—"
+        return f"{np.mean(values):.4f}" + (f" ± {np.std(values, ddof=1):.4f}" if len(values) > 1 else "")
+
+    return (f"| {name} | {cell([x[M.ACCURACY] for x in m])} | {cell([x[M.MACRO_F1] for x in m])} "
+            f"| {cell([x[M.ECE] for x in m])} | {cell(agree)} | {R.fmt(params, ',d')} |")
+
+
+def _provenance_note(prov: dict[str, Any], winner: tuple[str, float] | None) -> list[str]:
+    exported = (prov.get(M.STRATEGY), prov.get(M.TEMPERATURE))
+    if winner and None not in exported and (exported[0], float(exported[1])) != winner:
+        return [f"Note: the exported student is {prov.get(M.STRATEGY)} T={prov.get(M.TEMPERATURE)}, "
+                f"not this report's best-mean cell {winner[0]} T={winner[1]:g}.", ""]
+    return []
+
+
+def _failed_section(df: pd.DataFrame) -> list[str]:
+    if not_completed(df).empty:
+        return []
+    return ["## Trials not averaged (error or stopped early)", "", R.failed_table(df), ""]
+
+
+def _al_section(run: RunDir) -> tuple[list[str], pd.DataFrame | None, pd.DataFrame | None]:
+    if not run.al_curve.is_file():
+        return [], None, None
+    try:
+        curve = read_al_curve(run.al_curve)
+        comparison = al_comparison(run.root)
+    except CheckpointError as err:  # the AL curve is a side result: note it, keep the report
+        return ["## Active learning", "", f"Skipped: {err}.", ""], None, None
+    table = curve.pivot_table(index=M.LABELED_COUNT, columns=M.ACQUISITION, values=M.VAL_ACCURACY)
+    lines = ["## Active learning (teacher validation accuracy by labelled examples)", "",
+             "| labelled | " + " | ".join(table.columns) + " |", "|" + "---|" * (len(table.columns) + 1)]
+    for count, row in table.iterrows():
+        lines.append(f"| {count} | " + " | ".join(R.fmt(v, ".4f") for v in row) + " |")
+    if not comparison.empty:
+        lines += ["", "Against random (95% paired bootstrap over the validation examples):", ""]
+        lines += [f"- {s}" for s in comparison[SENTENCE]]
+    return lines + ["", f"![active learning](plots/{PLOT_ACTIVE_LEARNING})", ""], curve, comparison

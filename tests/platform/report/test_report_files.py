@@ -1,0 +1,142 @@
+"""The run's files -> report.md, the table, the verdict sentence, the test figures, AL vs random."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from raydistill.platform import metrics as M
+from raydistill.platform import report as R
+from raydistill.platform.errors import CheckpointError
+from raydistill.platform.report import stats as S
+from raydistill.platform.report.plots import PLOT_ACTIVE_LEARNING, PLOT_LEARNING_CURVES, PLOT_VAL_ACCURACY
+from raydistill.platform.rundir import RunDir, save_array
+
+pytestmark = pytest.mark.unit
+
+
+def test_format_table_rows(fx) -> None:
+    summary = R.summarize(fx.make_frame(fx.CELLS), teacher_accuracy=fx.TEACHER_VAL_ACC, majority_accuracy=0.5)
+    lines = R.format_table(summary, {M.ACCURACY: fx.TEACHER_VAL_ACC, M.PARAMS: 12345}).splitlines()
+    assert [c.strip() for c in lines[0].split("|")[1:-1]] == [
+        "strategy", "T", "train loss", "val loss", "val acc mean ± std", "n", "retained", "retained gain",
+        "fidelity", "params", "vs best, points [95% CI]", "p (Holm)", "verdict"]
+    assert len(lines) == 2 + len(fx.CELLS) + 1
+    first = [c.strip() for c in lines[2].split("|")[1:-1]]
+    assert first == ["top", "2", "0.4000", "0.6000", "0.7900 ± 0.0100", "3", "87.8%", "72.5%", "0.900",
+                     "1,000", "—", "—", "best"]
+    last = [c.strip() for c in lines[5].split("|")[1:-1]]
+    assert last[:2] == ["bottom", "4"] and last[10].startswith("-18.5 [") and last[12] == S.TIED
+    assert lines[-1].startswith("| teacher |") and "0.9000" in lines[-1] and "12,345" in lines[-1]
+
+
+def test_verdict_sentence_follows_the_verdict_column(fx) -> None:
+    tied = R.summarize(fx.make_frame({("top", 2.0): [0.80, 0.70, 0.75], ("odd", 2.0): [0.74, 0.76, 0.72]}))
+    text = R.verdict_sentence(tied)
+    assert text.startswith("No cell differs significantly from the best: 2 cells tied")
+    assert "not a winner" in text and "hierarchical bootstrap, Holm-corrected" in text
+    far = R.summarize(fx.make_frame({("top", 2.0): [0.80, 0.81, 0.80], ("odd", 2.0): [0.50, 0.51, 0.52]}))
+    assert R.verdict_sentence(far).startswith("top T=2 (0.8033 ± 0.0058) is better than every other cell")
+    mixed = R.summarize(fx.make_frame({("top", 2.0): [0.80, 0.79, 0.81], ("odd", 2.0): [0.795, 0.80, 0.79],
+                                       ("even", 2.0): [0.70, 0.71, 0.69]}))
+    assert "1 cell(s) tied with it (odd T=2) and 1 worse (even T=2)" in R.verdict_sentence(mixed)
+    one_seed = R.summarize(fx.make_frame({("top", 2.0): [0.8], ("odd", 2.0): [0.7]}))
+    assert R.verdict_sentence(one_seed).startswith("Not tested")
+
+
+def test_write_report_from_a_run_directory(run: RunDir, fx) -> None:
+    path = R.write_report(run.root)
+    assert path == run.report
+    text = path.read_text()
+    assert "Exported student: the cell with the best mean validation accuracy over seeds, **top**, T=2" in text
+    assert "**Verdict:** No cell differs significantly from the best: 4 cells tied" in text
+    assert "Inference: hierarchical bootstrap, Holm-corrected." in text and "200 validation examples" in text
+    assert "| teacher |" in text and f"{fx.TEACHER_VAL_ACC:.4f}" in text
+    # Test figures: the winning cell's seeds (mean ± std), the exported seed, the teacher.
+    acc = f"{np.mean(fx.WINNER_TEST):.4f} ± {np.std(fx.WINNER_TEST, ddof=1):.4f}"
+    assert f"| winning cell, mean ± std over 3 seeds | {acc} |" in text
+    assert "| exported student (seed 0, best validation) | 0.8100 |" in text and "| teacher | 0.8800 |" in text
+    assert "Exported student's per-class F1 (test): negative" in text
+    assert "Note: the exported student" not in text  # provenance agrees with the best-mean cell
+    section = text.split("## Trials not averaged")[1]
+    assert "RuntimeError: CUDA out of memory" in section and "| STOPPED_EARLY | 2/3 |" in section
+    assert "| ERROR | 1/3 | RuntimeError" in section and "ran 2 of 3 epochs |" in section
+    assert "ran 0 of 3 epochs (Tune status PENDING: the sweep did not finish)" in section
+    assert "12 completed, 1 in error, 2 stopped early" in text and "Duplicates ignored" not in text
+    assert "| 200 | 0.7600 | 0.7000 |" in text  # the AL table: entropy vs random at 200 labels
+    assert "- At 200 labels entropy beat random by +6.0 points (95% CI" in text
+
+    results, summary = pd.read_csv(run.results_csv), pd.read_csv(run.summary_csv)
+    assert len(results) == 15 and set(results["status"]) == {R.COMPLETED, R.ERRORED, R.STOPPED_EARLY}
+    assert len(summary) == 4 and summary[S.CI_LOW].notna().sum() == 3
+    assert list(summary[S.VERDICT]) == [S.BEST, S.TIED, S.TIED, S.TIED]
+    for name in (PLOT_VAL_ACCURACY, PLOT_LEARNING_CURVES, PLOT_ACTIVE_LEARNING):
+        png = (run.plots / name).read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
+def test_test_figures_fall_back_to_the_exported_student(run: RunDir) -> None:
+    for path in run.tune_experiment.glob("*/test_logits.npy"):
+        path.unlink()
+    text = R.write_report(run.root).read_text()
+    assert "winning cell, mean ± std" not in text
+    assert "| exported student (seed 0, best validation) | 0.8100 |" in text
+    assert "the exported seed stands for the cell" in text
+
+
+def test_write_report_without_optional_files_and_with_no_completed_trial(tmp_path, fx) -> None:
+    run = fx.make_run(tmp_path / "bare", extras=False, files=False)
+    text = R.write_report(run.root).read_text()
+    assert "seeds only (no val_logits.npy" in text and "Not available" in text
+    assert not (run.plots / PLOT_ACTIVE_LEARNING).exists()
+    assert (run.plots / PLOT_VAL_ACCURACY).stat().st_size > 0
+
+    failed = fx.make_run(tmp_path / "failed", cells={}, files=False)
+    text = R.write_report(failed.root).read_text()
+    assert "No trial completed" in text and "RuntimeError: CUDA out of memory" in text
+
+
+def test_report_notes_an_exported_student_that_is_not_the_best_cell(run: RunDir) -> None:
+    (run.student / "provenance.json").write_text(json.dumps({"strategy": "bottom", "temperature": 4.0}))
+    text = R.write_report(run.root).read_text()
+    assert "Note: the exported student is bottom T=4.0, not this report's best-mean cell top T=2." in text
+
+
+def test_logits_that_do_not_match_the_labels_are_a_clear_error(run: RunDir) -> None:
+    save_array(run.student_logits("test"), np.zeros((7, 2), np.float32))
+    with pytest.raises(CheckpointError, match=r"student/test_logits.npy has shape \(7, 2\)"):
+        R.write_report(run.root)
+
+
+def test_al_comparison_per_budget_with_paired_intervals(run: RunDir) -> None:
+    table = R.al_comparison(run.root).set_index(M.LABELED_COUNT)
+    assert list(table.index) == [100, 150, 200]
+    assert table.loc[200, "entropy"] == pytest.approx(0.76) and table.loc[200, "random"] == pytest.approx(0.70)
+    assert table.loc[200, "diff_vs_random"] == pytest.approx(0.06)
+    assert 0 < table.loc[200, "ci_low"] <= 0.06 <= table.loc[200, "ci_high"]
+    assert table.loc[200, "sentence"].startswith("At 200 labels entropy beat random by +6.0 points (95% CI +")
+    # Round 0 is shared: no difference, and the sentence says so with its interval.
+    assert table.loc[100, "sentence"] == ("At 100 labels entropy did not differ from random: "
+                                          "+0.0 points (95% CI +0.0 to +0.0).")
+
+
+def test_al_comparison_without_round_logits_claims_nothing(run: RunDir, tmp_path) -> None:
+    for path in run.al.glob("*/val_logits_round*.npy"):
+        path.unlink()
+    table = R.al_comparison(run.root)
+    assert table["diff_vs_random"].isna().all()
+    assert "no per-example logits for this round, so no interval and no claim" in table["sentence"].iloc[-1]
+    R.plot_active_learning(run.al_curve, tmp_path / "curve.png", table)  # no band, still a plot
+    assert (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_plot_active_learning_takes_the_curve_file(run: RunDir, tmp_path) -> None:
+    R.plot_active_learning(run.al_curve, tmp_path / "curve.png")  # as the pipeline calls it
+    assert (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
+    run.al_curve.write_text("round,val_accuracy\n0,0.5\n")
+    with pytest.raises(CheckpointError, match=r"lacks columns \['acquisition', 'labeled_count'\]"):
+        R.plot_active_learning(run.al_curve, tmp_path / "bad.png")
+    assert "## Active learning\n\nSkipped:" in R.write_report(run.root).read_text()
