@@ -127,7 +127,9 @@ def run_teacher(cfg: ExperimentConfig, run: RunDir, data, fault: dict | None = N
     from raydistill.platform.report import plot_active_learning
     from raydistill.trainables.teacher import run_teacher_stage
 
-    _banner(f"teacher: {cfg.teacher.num_layers} layers, {cfg.al.rounds} active-learning rounds ({cfg.al.acquisition})")
+    rounds = f"{cfg.al.rounds} active-learning round{'s' if cfg.al.rounds != 1 else ''}"
+    arms = f"{cfg.al.acquisition} and random" if cfg.al.compare_random and cfg.al.acquisition != "random" else cfg.al.acquisition
+    _banner(f"teacher: {cfg.teacher.num_layers} layers, {rounds} ({arms})")
     result = run_teacher_stage(cfg, run, data, fault=fault)
     plot_active_learning(run.al_curve, run.al / "curve.png")
     main = result["runs"][0]

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+import numpy as np
+
 from transformers import PreTrainedTokenizerFast
 
 from raydistill.platform.config import ExperimentConfig
@@ -49,3 +51,12 @@ def prepare_data(cfg: ExperimentConfig, run: RunDir) -> PreparedData:
         save_array(run.eval_labels(name), encoded[name].labels)
     atomic_write_text(run.labels / "label_names.json", json.dumps(dataset.label_names))
     return PreparedData(dataset=dataset, tokenizer=tokenizer, encoded=encoded)
+
+
+def transfer_indices(pool_size: int, transfer_size: int | None, seed: int) -> np.ndarray:
+    """The transfer set (the pool examples students distil on): a seeded random subset of the
+    pool, sorted, the same for every trial and for the teacher's logit cache; or the whole
+    pool. CE applies only to its labelled members, KL to all of them."""
+    if transfer_size is None or transfer_size >= pool_size:
+        return np.arange(pool_size)
+    return np.sort(np.random.default_rng(seed).choice(pool_size, transfer_size, replace=False))

@@ -144,6 +144,11 @@ class Encoded:
     def lengths(self) -> np.ndarray:
         return np.fromiter(map(len, self.input_ids), dtype=np.int64, count=len(self.input_ids))
 
+    def subset(self, indices: Sequence[int]) -> "Encoded":
+        """The rows at ``indices``, in that order (row i of the subset is ``indices[i]``)."""
+        return Encoded([self.input_ids[i] for i in indices],
+                       [self.token_type_ids[i] for i in indices], self.labels[np.asarray(indices)])
+
 
 def encode(tokenizer: PreTrainedTokenizerFast, split: Split, max_length: int) -> Encoded:
     """Tokenise a split once (batched, truncated to ``max_length``, not padded)."""

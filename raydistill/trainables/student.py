@@ -37,6 +37,7 @@ from raydistill.platform.models import (
     set_seed,
 )
 from raydistill.platform.report import choose_winner, load_results, summarize
+from raydistill.platform.prepared import transfer_indices
 from raydistill.platform.rundir import RunDir, atomic_write_json, load_array, save_array
 from raydistill.platform.text import Encoded, make_loader
 from raydistill.trainables.inference import models_split_logits
@@ -160,20 +161,12 @@ def _shared_data(cfg: ExperimentConfig, run: RunDir, data, labeled: list[int]) -
         "cfg": cfg.model_dump(mode="json"), "teacher_dir": str(run.teacher),
         "experiment_dir": str(run.tune_experiment), "pool": pool, "validation": data.encoded["validation"],
         "labeled_mask": mask, "pad_token_id": data.pad_token_id,
-        "transfer": transfer_indices(len(pool), cfg.student.transfer_size, cfg.seed),
+        "transfer": transfer_indices(len(pool), cfg.student.transfer_size, cfg.seed),  # sorted
         "teacher_pool_logits": load_array(run.teacher_logits("train")),
         "teacher_val_logits": load_array(run.teacher_logits("validation")),
         "layer_map": {s: hidden_layer_map(s, n, cfg.student.num_layers, cfg.sweep.custom_layers)
                       for s in cfg.sweep.strategies},
     }
-
-
-def transfer_indices(pool_size: int, transfer_size: int | None, seed: int) -> np.ndarray:
-    """The transfer set: a seeded random subset of the pool (sorted), the same for every trial,
-    or the whole pool. CE still applies only to its labelled members, KL to all of them."""
-    if transfer_size is None or transfer_size >= pool_size:
-        return np.arange(pool_size)
-    return np.sort(np.random.default_rng(seed).choice(pool_size, transfer_size, replace=False))
 
 
 def _trainable(cfg: ExperimentConfig, shared: dict[str, Any]):

@@ -27,6 +27,7 @@ import ray
 import ray.train
 import ray.train.collective
 import ray.train.torch
+import numpy as np
 import torch
 from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
@@ -44,7 +45,7 @@ from raydistill.platform.models import (
     set_seed,
     unwrap,
 )
-from raydistill.platform.prepared import PreparedData
+from raydistill.platform.prepared import PreparedData, transfer_indices
 from raydistill.platform.rundir import RunDir, atomic_write_json, save_array
 from raydistill.trainables.active_learner import ActiveLearner, ScoringPlan
 from raydistill.trainables.inference import idle_cpus, split_logits
@@ -162,7 +163,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                           cfg.tokenizer.max_length, config["pad_token_id"], seed=cfg.seed,
                           label_names=config["label_names"])
     initial_state = {k: v.clone() for k, v in fresh.state_dict().items()}
-    restored, start_round = _restore(ray.train.get_checkpoint())
+    # A restarted worker group resumes from its own last checkpoint; a new arm may start from
+    # another arm's round 0 (Train V2 has no ``resume_from_checkpoint``).
+    start = ray.train.get_checkpoint()
+    if start is None and config.get("start_from"):
+        start = Checkpoint.from_directory(config["start_from"])
+    restored, start_round = _restore(start)
     device = ray.train.torch.get_device()
     model = ray.train.torch.prepare_model(restored or fresh)
     t = cfg.teacher
@@ -285,9 +291,9 @@ def train_teacher(
         {"pool_size": len(data.encoded["train"]), "initial_labeled": al.initial_labeled,
          "query_size": al.query_size, "rounds": al.rounds, "seed": cfg.seed},
         plan, [pool_ref])
-    resume = None
+    round0 = None
     if start_from is not None:
-        resume = Checkpoint.from_directory(str(run.al / start_from.acquisition / ROUND0_DIR))
+        round0 = str(run.al / start_from.acquisition / ROUND0_DIR)
         ray.get(learner.record.remote(0, start_from.curve[0]))
         (run.al / acquisition).mkdir(parents=True, exist_ok=True)
         shutil.copy(run.al / start_from.acquisition / "val_logits_round0.npy",
@@ -300,7 +306,7 @@ def train_teacher(
             "validation": [ray.put(data.encoded["validation"])],
             "learner_name": learner_name, "namespace": namespace, "acquisition": acquisition,
             "label_names": list(data.dataset.label_names), "vocab_size": len(data.tokenizer),
-            "al_dir": str(run.al / acquisition),
+            "al_dir": str(run.al / acquisition), "start_from": round0,
             "pad_token_id": data.pad_token_id, "fault": fault,
         },
         scaling_config=ScalingConfig(
@@ -312,7 +318,6 @@ def train_teacher(
             checkpoint_config=CheckpointConfig(num_to_keep=t.checkpoints_to_keep),
             failure_config=FailureConfig(max_failures=t.max_failures),
         ),
-        resume_from_checkpoint=resume,
     )
     with _RoundProgress(learner, acquisition):
         result = trainer.fit()
@@ -341,14 +346,22 @@ def write_curve(run: RunDir, runs: list[TeacherRun]) -> Path:
 
 def export_teacher(cfg: ExperimentConfig, run: RunDir, data: PreparedData, checkpoint_dir: Path) -> dict[str, float]:
     """Copy the final checkpoint to ``<run>/teacher`` (HF dir + tokenizer) and cache its logits
-    on every split; returns the teacher's validation/test accuracy."""
+    on the evaluation splits and on the transfer set (the pool rows no student reads stay NaN,
+    so a misread would show, not pass); returns the teacher's validation/test accuracy."""
     if run.teacher.exists():
         shutil.rmtree(run.teacher)
     shutil.copytree(checkpoint_dir, run.teacher)
     data.tokenizer.save_pretrained(str(run.teacher))
-    logits = split_logits(str(run.teacher), data.encoded, 2 * cfg.student.batch_size, data.pad_token_id,
+    pool = data.encoded["train"]
+    transfer = transfer_indices(len(pool), cfg.student.transfer_size, cfg.seed)
+    splits = {"train": pool.subset(transfer), "validation": data.encoded["validation"],
+              "test": data.encoded["test"]}
+    logits = split_logits(str(run.teacher), splits, 2 * cfg.student.batch_size, data.pad_token_id,
                           threads=idle_cpus(), num_cpus=min(1.0, cfg.sweep.cpus_per_trial),
                           num_gpus=1 if cfg.teacher.use_gpu else 0)
+    pool_logits = np.full((len(pool), logits["train"].shape[1]), np.nan, dtype=np.float32)
+    pool_logits[transfer] = logits["train"]
+    logits["train"] = pool_logits
     for name, array in logits.items():
         save_array(run.teacher_logits(name), array)
     scores = {
