@@ -79,16 +79,22 @@ def cmd_run(args) -> int:
 
 
 def _print_summary(summary: dict) -> None:
-    winner = summary["winner"]
+    """The verdict first (it decides whether there is a winner at all), then the exported
+    student's figures, the active-learning sentences and the serving ratios."""
+    winner, metrics = summary["winner"], summary["winner"]["metrics"]
     print("\n=== summary ===")
-    print(f"winner: {winner['strategy']} (teacher layers {winner.get('teacher_layers')}), "
-          f"T={winner['temperature']:g}, val acc (mean over seeds) {winner['metrics']['val_accuracy_mean']:.4f}, "
-          f"test acc {winner['metrics']['test_accuracy']:.4f}; "
-          f"teacher val acc {summary['teacher_validation_accuracy']:.4f}")
-    bench = summary.get("bench")
-    if bench:
-        for line in bench.get("headline", []):
-            print(line)
+    print(summary["verdict"])
+    seeds = len(winner.get("seeds", [])) or 1
+    print(f"exported student: {winner['strategy']} (teacher layers {winner.get('teacher_layers')}), "
+          f"T={winner['temperature']:g}, seed {winner['seed']} (best validation of its cell): cell val acc "
+          f"{metrics['val_accuracy_mean']:.4f} (mean of {seeds} seeds), test acc "
+          f"{metrics.get('test_accuracy_mean', metrics['test_accuracy']):.4f} ± "
+          f"{metrics.get('test_accuracy_std', 0.0):.4f} over its seeds; teacher val acc "
+          f"{summary['teacher_validation_accuracy']:.4f}, test acc {summary['teacher_test_accuracy']:.4f}")
+    for sentence in summary.get("active_learning", []):
+        print(f"active learning: {sentence}")
+    for line in (summary.get("bench") or {}).get("headline", []):
+        print(line)
     print(f"report: {summary['report']}\nrun directory: {summary['run_dir']} ({summary['wall_s']:.0f}s)")
 
 

@@ -144,7 +144,13 @@ def run_study(cfg: ExperimentConfig, run: RunDir, serve: bool = True, keep_servi
               fault: dict | None = None) -> dict[str, Any]:
     """Run every unfinished stage of the study in ``run``; returns a summary for printing."""
     from raydistill.platform.prepared import prepare_data
-    from raydistill.platform.report import format_table, study_summary, verdict_sentence, write_report
+    from raydistill.platform.report import (
+        al_comparison,
+        format_table,
+        study_summary,
+        verdict_sentence,
+        write_report,
+    )
     from raydistill.trainables.student import export_winner, run_sweep
 
     started = time.monotonic()
@@ -165,10 +171,14 @@ def run_study(cfg: ExperimentConfig, run: RunDir, serve: bool = True, keep_servi
     report_path = write_report(run.root)
     _mark_done(run, "report", {"path": str(report_path)})
     _, cells, teacher_metrics = study_summary(run.root)
+    verdict = verdict_sentence(cells)
     print(format_table(cells, teacher_metrics))
-    print(verdict_sentence(cells), flush=True)
+    print(verdict, flush=True)
+    al = al_comparison(run.root)
     summary = {"run_dir": str(run.root), "report": str(report_path), "winner": winner,
-               "teacher_validation_accuracy": teacher["validation_accuracy"]}
+               "verdict": verdict, "active_learning": list(al["sentence"]) if len(al) else [],
+               "teacher_validation_accuracy": teacher["validation_accuracy"],
+               "teacher_test_accuracy": teacher["test_accuracy"]}
     if serve:
         summary["bench"] = serve_and_bench(cfg, run, keep_serving)
         _mark_done(run, "serve", {})

@@ -79,7 +79,10 @@ def al_comparison(run_dir: str | Path) -> pd.DataFrame:
                                                    confidence=CONFIDENCE)
         row = {M.LABELED_COUNT: int(budget), ARM: main, main: float(r_main[M.VAL_ACCURACY]),
                BASELINE: float(r_base[M.VAL_ACCURACY]), DIFF: diff, CI_LOW: low, CI_HIGH: high}
-        row[SENTENCE] = al_sentence(row)
+        # Round 0 is one model shared by every arm (same initial set and seed): nothing to compare.
+        row[SENTENCE] = (f"At {int(budget):,} labels both arms are the same round-0 model (the shared "
+                         f"initial set): {row[main]:.1%}." if r_main[M.ROUND] == r_base[M.ROUND] == 0
+                         else al_sentence(row))
         rows.append(row)
     return pd.DataFrame(rows, columns=cols)
 

@@ -118,9 +118,10 @@ def test_al_comparison_per_budget_with_paired_intervals(run: RunDir) -> None:
     assert table.loc[200, "diff_vs_random"] == pytest.approx(0.06)
     assert 0 < table.loc[200, "ci_low"] <= 0.06 <= table.loc[200, "ci_high"]
     assert table.loc[200, "sentence"].startswith("At 200 labels entropy beat random by +6.0 points (95% CI +")
-    # Round 0 is shared: no difference, and the sentence says so with its interval.
-    assert table.loc[100, "sentence"] == ("At 100 labels entropy did not differ from random: "
-                                          "+0.0 points (95% CI +0.0 to +0.0).")
+    # Round 0 is one model shared by both arms: the sentence says so instead of comparing it.
+    assert table.loc[100, "diff_vs_random"] == 0
+    assert table.loc[100, "sentence"] == ("At 100 labels both arms are the same round-0 model "
+                                          "(the shared initial set): 61.0%.")
 
 
 def test_al_comparison_without_round_logits_claims_nothing(run: RunDir, tmp_path) -> None:
