@@ -118,6 +118,9 @@ class StudentConfig(_Section):
 
     num_layers: int = Field(default=6, ge=1)
     transfer_size: int | None = Field(default=None, ge=1)
+    # The embeddings are the teacher's for every strategy; freezing them keeps them so and, on a
+    # CPU, skips the dense update of the vocabulary table (measured: 1.75x faster per step).
+    freeze_embeddings: bool = False
     epochs: int = Field(default=2, ge=1)
     batch_size: int = Field(default=64, ge=1)
     lr: float = Field(default=2e-3, gt=0)

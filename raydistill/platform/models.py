@@ -200,6 +200,13 @@ def predict_logits(
     return torch.cat(logits)[order]
 
 
+def eval_batch_size(train_batch_size: int) -> int:
+    """Batch size for inference (evaluation, logit caches): no activations are kept for a
+    backward pass, so batches can be larger than in training; length bucketing keeps the
+    padding small. At least 128 (a small training batch would waste per-call overhead)."""
+    return max(128, 2 * train_batch_size)
+
+
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     """Fraction of rows whose argmax equals the label. Raises DataError when there are none."""
     if labels.numel() == 0:

@@ -30,6 +30,7 @@ from raydistill.platform.losses import kd_loss
 from raydistill.platform.models import (
     autocast_context,
     count_parameters,
+    eval_batch_size,
     load_classifier,
     model_inputs,
     predict_logits,
@@ -99,7 +100,7 @@ def _distil_epoch(student, teacher, shared: dict[str, Any], trial: dict[str, Any
 
 def _validate(student, shared: dict[str, Any], device) -> tuple[dict[str, float], np.ndarray]:
     val: Encoded = shared["validation"]
-    loader = make_loader(val, 2 * shared["cfg_obj"].student.batch_size, pad_token_id=shared["pad_token_id"])
+    loader = make_loader(val, eval_batch_size(shared["cfg_obj"].student.batch_size), pad_token_id=shared["pad_token_id"])
     logits = predict_logits(student, loader, device)
     labels = torch.as_tensor(val.labels)
     predictions = logits.argmax(-1)
@@ -131,7 +132,10 @@ def train_student(trial: dict[str, Any], shared: dict[str, Any]) -> None:
             student = load_classifier(Path(directory) / MODEL_DIR)
             start_epoch = json.loads((Path(directory) / STATE_FILE).read_text())["epoch"]
     student = student.to(device)
-    optimizer = torch.optim.AdamW(student.parameters(), lr=trial["lr"], weight_decay=cfg.student.weight_decay)
+    if cfg.student.freeze_embeddings:
+        student.base_model.embeddings.requires_grad_(False)
+    trainable = [p for p in student.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=trial["lr"], weight_decay=cfg.student.weight_decay)
     steps = cfg.student.epochs * -(-len(shared["transfer"]) // cfg.student.batch_size)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.student.warmup_ratio * steps), steps)
     for _ in range(start_epoch * (steps // cfg.student.epochs)):
@@ -302,7 +306,7 @@ def export_winner(cfg: ExperimentConfig, run: RunDir, data) -> dict[str, Any]:
     best = cell.iloc[0]
     sources = [_latest_checkpoint(Path(d)) for d in cell["trial_dir"]]
     test_logits = [out["test"] for out in models_split_logits(
-        [str(s) for s in sources], {"test": data.encoded["test"]}, 2 * cfg.student.batch_size,
+        [str(s) for s in sources], {"test": data.encoded["test"]}, eval_batch_size(cfg.student.batch_size),
         data.pad_token_id, num_cpus=min(1.0, cfg.sweep.cpus_per_trial))]
     for trial_dir, logits in zip(cell["trial_dir"], test_logits):
         save_array(Path(trial_dir) / TEST_LOGITS, logits)

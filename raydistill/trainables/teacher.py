@@ -39,6 +39,7 @@ from raydistill.platform.models import (
     accuracy,
     autocast_context,
     build_teacher,
+    eval_batch_size,
     load_classifier,
     predict_logits,
     save_classifier,
@@ -197,7 +198,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 def _finish_round(model, row, validation, learner, config, rank, world, device) -> None:
     """Evaluate (sharded over ranks), then on rank 0 record the curve point and the round's
     validation logits (the report's bootstrap band); report on every rank (it is a barrier)."""
-    batch = 2 * config["cfg"]["teacher"]["batch_size"]
+    batch = eval_batch_size(config["cfg"]["teacher"]["batch_size"])
     started = time.monotonic()
     logits = _evaluate(model, validation, batch, config["pad_token_id"], device, rank, world)
     row["eval_s"] = time.monotonic() - started
@@ -356,7 +357,7 @@ def export_teacher(cfg: ExperimentConfig, run: RunDir, data: PreparedData, check
     transfer = transfer_indices(len(pool), cfg.student.transfer_size, cfg.seed)
     splits = {"train": pool.subset(transfer), "validation": data.encoded["validation"],
               "test": data.encoded["test"]}
-    logits = split_logits(str(run.teacher), splits, 2 * cfg.student.batch_size, data.pad_token_id,
+    logits = split_logits(str(run.teacher), splits, eval_batch_size(cfg.student.batch_size), data.pad_token_id,
                           threads=idle_cpus(), num_cpus=min(1.0, cfg.sweep.cpus_per_trial),
                           num_gpus=1 if cfg.teacher.use_gpu else 0)
     pool_logits = np.full((len(pool), logits["train"].shape[1]), np.nan, dtype=np.float32)

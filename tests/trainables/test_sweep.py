@@ -141,6 +141,27 @@ def test_same_trial_gives_identical_logits_whatever_ran_before(tiny_teacher_run,
     assert not np.array_equal(first, other)
 
 
+def test_frozen_embeddings_stay_the_teachers_while_layers_learn(tiny_teacher_run, monkeypatch, tmp_path):
+    from raydistill.platform.config import ExperimentConfig
+    from raydistill.platform.models import load_classifier
+    from raydistill.trainables import student as student_module
+
+    cfg, run, data, info = tiny_teacher_run
+    cfg = ExperimentConfig.model_validate({**cfg.model_dump(mode="json"), "student": {
+        **cfg.student.model_dump(mode="json"), "freeze_embeddings": True, "epochs": 1}})
+    saved: dict[str, torch.Tensor] = {}
+    monkeypatch.setattr(student_module, "save_classifier",
+                        lambda model, path, **_: saved.update({k: v.clone() for k, v in model.state_dict().items()}))
+    monkeypatch.setattr(student_module, "tune", _FakeTune(tmp_path / "trial"))
+    shared = {**student_module._shared_data(cfg, run, data, info["labeled"]), "experiment_dir": str(tmp_path)}
+    student_module.train_student({"strategy": "bottom", "temperature": 2.0, "seed": 0, "alpha": 0.5, "lr": 0.003}, shared)
+    teacher = load_classifier(run.teacher).state_dict()
+    embeddings = [k for k in saved if ".embeddings." in k]
+    assert embeddings and all(torch.equal(saved[k], teacher[k]) for k in embeddings)
+    layer0 = [k for k in saved if ".encoder.layer.0." in k and k.endswith("weight")]
+    assert any(not torch.equal(saved[k], teacher[k]) for k in layer0)  # bottom copies layer 0, then trains it
+
+
 def _finished_trials(experiment: Path) -> dict[str, str]:
     """Trial dir name -> result.json text, for trials Tune's own experiment state calls finished."""
     states = sorted(experiment.glob("experiment_state-*.json"), key=lambda p: p.name)  # newest session last
