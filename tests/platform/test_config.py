@@ -86,3 +86,38 @@ def test_bad_files(tmp_path):
     listing.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_config(listing)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"name: caf\xe9\n", r"is not UTF-8 text \(byte 0xe9 at offset 9\)"),
+        (b"", "is empty"),
+        (b"# only a comment\n", "is empty"),
+        (b"[" * 5000 + b"]" * 5000, "nested too deeply|not valid YAML"),
+        (b"name: [unclosed\n", "is not valid YAML"),
+        (b"name: !!python/object/apply:os.system ['true']\n", "is not valid YAML"),
+        (b"- a\n- b\n", "must be a mapping"),
+    ],
+)
+def test_bad_config_files_are_one_clear_error(tmp_path, content, message):
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("teacher.lr", "must look like key.path=value"),
+        ("teacher..lr=1", "is not a key path"),
+        ("=1", "is not a key path"),
+        ("sweep.seeds=[0, 1", "is not plain YAML"),
+        ("name=!!python/object/apply:os.system ['true']", "is not plain YAML"),
+        ("teacher.lr.x=1", "lr is not a section"),
+    ],
+)
+def test_bad_overrides_are_one_clear_error(override, message):
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict({"teacher": {"lr": 0.1}}, [override])
