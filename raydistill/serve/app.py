@@ -26,7 +26,9 @@ import html
 import json
 import math
 import os
+import logging
 import time
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +36,7 @@ import yaml
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -46,6 +48,7 @@ from raydistill.platform.rundir import RunDir, atomic_write_text
 if TYPE_CHECKING:  # torch is imported lazily: the Gateway replica never needs it
     import torch
 
+logger = logging.getLogger("ray.serve")
 APP_NAME = "raydistill"
 TOKEN_ENV = "RAYDISTILL_API_TOKEN"
 MODEL_NAMES = ("student", "teacher")
@@ -223,6 +226,35 @@ def model_facts(run: RunDir, name: str) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- the deployments
 
 
+@dataclasses.dataclass(frozen=True)
+class FailedRequest:
+    """Stands in for one request's predictions when that request alone could not be classified."""
+
+    reason: str
+
+
+def predict_isolated(predict: Any, requests: list[list[str]]) -> list[Any]:
+    """``predict`` the texts of every request in one call; if that fails, request by request, so
+    one bad request fails alone (a :class:`FailedRequest` in its place) and its batch-mates
+    still get their answers."""
+    try:
+        flat = predict([text for texts in requests for text in texts])
+    except Exception:
+        return [_predict_one(predict, texts) for texts in requests]
+    out, start = [], 0
+    for texts in requests:
+        out.append(flat[start : start + len(texts)])
+        start += len(texts)
+    return out
+
+
+def _predict_one(predict: Any, texts: list[str]) -> Any:
+    try:
+        return predict(texts)
+    except Exception as err:
+        return FailedRequest(f"{type(err).__name__}: {err}"[:300])
+
+
 def _count_texts(requests: list[list[str]]) -> int:
     """``batch_size_fn``: a batch's size is the number of texts, not of requests."""
     return sum(len(texts) for texts in requests)
@@ -258,25 +290,22 @@ class Classifier:
         self.batch_sizes: collections.Counter[int] = collections.Counter()
         self.requests = 0
 
-    async def __call__(self, texts: list[str]) -> list[dict[str, Any]]:
-        """Predictions for ``texts``; more texts than a batch holds go as several chunks."""
+    async def __call__(self, texts: list[str]) -> list[dict[str, Any]] | FailedRequest:
+        """Predictions for ``texts``; more texts than a batch holds go as several chunks. A
+        request whose texts cannot be classified gets a :class:`FailedRequest` (its batch-mates
+        are answered)."""
         self.requests += 1
         size = self.max_batch_size
         chunks = [texts[i : i + size] for i in range(0, len(texts), size)]
         answers = await asyncio.gather(*(self._predict_batch(chunk) for chunk in chunks))
-        return [p for answer in answers for p in answer]
+        failed = next((a for a in answers if isinstance(a, FailedRequest)), None)
+        return failed or [p for answer in answers for p in answer]
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01, batch_size_fn=_count_texts)
-    async def _predict_batch(self, requests: list[list[str]]) -> list[list[dict[str, Any]]]:
-        flat = [text for texts in requests for text in texts]
-        self.batch_sizes[len(flat)] += 1
+    async def _predict_batch(self, requests: list[list[str]]) -> list[Any]:
+        self.batch_sizes[_count_texts(requests)] += 1
         # In a thread, so the replica keeps queueing requests (the next batch fills meanwhile).
-        predictions = await asyncio.to_thread(self.predictor.predict, flat)
-        out, start = [], 0
-        for texts in requests:
-            out.append(predictions[start : start + len(texts)])
-            start += len(texts)
-        return out
+        return await asyncio.to_thread(predict_isolated, self.predictor.predict, requests)
 
     def stats(self) -> dict[str, Any]:
         """Observed batch sizes (texts per forward pass) of this replica since it started."""
@@ -315,6 +344,19 @@ class ClassifyRequest(BaseModel):
     texts: list[StrictStr] = Field(min_length=1, description="the texts to classify")
     model: StrictStr = Field(default="student", description="'student' or 'teacher'")
 
+    @field_validator("texts")
+    @classmethod
+    def _unicode_text(cls, texts: list[str]) -> list[str]:
+        """JSON can carry lone surrogates (``"\\ud800"``) that no tokenizer can encode: refuse
+        them here, naming the text, instead of failing a model batch."""
+        for i, text in enumerate(texts):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as err:
+                raise ValueError(f"texts.{i} is not valid Unicode text (a lone surrogate at "
+                                 f"character {err.start}); send UTF-8 text") from None
+        return texts
+
 
 class Prediction(BaseModel):
     label: str
@@ -327,8 +369,15 @@ class ClassifyResponse(BaseModel):
     latency_ms: float
 
 
-def _error(status: int, message: str, **extra: Any) -> JSONResponse:
-    return JSONResponse({"error": message, "status": status, **extra}, status_code=status)
+def _error(status: int, message: str, detail: str | None = None, **extra: Any) -> JSONResponse:
+    """A JSON error: status, a message for the client and a request id. ``detail`` (exception
+    text that may name hosts, pids, actors or paths) goes only to the replica's log, under that
+    id."""
+    request_id = uuid.uuid4().hex[:12]
+    if detail:
+        logger.warning("request %s: %s (%s)", request_id, message, detail)
+    return JSONResponse({"error": message, "status": status, "request_id": request_id, **extra},
+                        status_code=status)
 
 
 def _describe(err: ValidationError) -> str:
@@ -455,7 +504,9 @@ class Gateway:
             response.cancel()
             return None, f"model {name!r} did not answer within {timeout_s:g} s (serve.request_timeout_s)"
         except Exception as err:  # replica died, deployment unavailable, ...
-            return None, f"model {name!r} is unavailable: {type(err).__name__}: {err}"[:500]
+            # The exception names hosts, pids and actors: it goes to the log, not to the client.
+            logger.warning("model %r unavailable: %s: %s", name, type(err).__name__, err)
+            return None, f"model {name!r} is unavailable"
 
     # -- endpoints
 
@@ -484,6 +535,8 @@ class Gateway:
         predictions, why = await self._call(req.model, "__call__", req.texts)
         if why:
             return _error(503, why)
+        if isinstance(predictions, FailedRequest):
+            return _error(422, "these texts could not be classified", detail=predictions.reason)
         latency_ms = (time.perf_counter() - started) * 1000
         return JSONResponse(
             {"model": req.model, "predictions": predictions, "latency_ms": round(latency_ms, 3)}

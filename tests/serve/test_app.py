@@ -11,7 +11,7 @@ import httpx
 import pytest
 import yaml
 
-from raydistill.serve.app import BuildArgs, Predictor, build_app, serve_settings
+from raydistill.serve.app import BuildArgs, FailedRequest, Predictor, build_app, predict_isolated, serve_settings
 TEXTS = [
     "a warm, funny and moving film",
     "the plot is thin and the jokes fall flat",
@@ -34,6 +34,27 @@ def client(served):
 
 
 # ----------------------------------------------------------------------------- no Serve
+
+
+@pytest.mark.unit
+def test_one_bad_request_fails_alone_in_its_batch():
+    """A batch that cannot be classified whole is retried request by request: only the bad
+    request fails, its batch-mates get exactly the answers they would have got alone."""
+    calls = []
+
+    def predict(texts):
+        calls.append(list(texts))
+        if "poison" in texts:
+            raise ValueError("cannot tokenise")
+        return [{"label": t.upper()} for t in texts]
+
+    requests = [["a", "b"], ["poison"], ["c"]]
+    out = predict_isolated(predict, requests)
+    assert out[0] == [{"label": "A"}, {"label": "B"}] and out[2] == [{"label": "C"}]
+    assert isinstance(out[1], FailedRequest) and "cannot tokenise" in out[1].reason
+    assert calls == [["a", "b", "poison", "c"], ["a", "b"], ["poison"], ["c"]]
+    assert predict_isolated(predict, [["x"], ["y"]]) == [[{"label": "X"}], [{"label": "Y"}]]
+    assert len(calls) == 5  # a good batch is one call
 
 
 @pytest.mark.unit
@@ -157,6 +178,8 @@ BAD_REQUESTS = [
     ("texts a string", lambda c: c.post("/v1/classify", json={"texts": "a"}), 422, "texts"),
     ("texts null", lambda c: c.post("/v1/classify", json={"texts": None}), 422, "texts"),
     ("non-string text", lambda c: c.post("/v1/classify", json={"texts": ["a", 3]}), 422, "texts.1"),
+    ("lone surrogate", lambda c: _raw(c, b'{"texts": ["ok", "bad \\ud800 text"]}'), 422,
+     "texts.1 is not valid Unicode text (a lone surrogate at character 4)"),
     ("empty list", lambda c: c.post("/v1/classify", json={"texts": []}), 422, "texts"),
     ("unknown model", lambda c: c.post("/v1/classify", json={"texts": ["a"], "model": "x"}), 422,
      "unknown model 'x'"),
