@@ -301,5 +301,15 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
 
 
 def dump_config(cfg: ExperimentConfig) -> str:
-    """The resolved config as YAML (what is saved next to every result)."""
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+    """The config as YAML (what is saved next to every result): the fields that were set, in
+    the file or by ``--set``, and no defaults. Loading it gives the same config with the same
+    fields set, which matters where "set" changes meaning (an HF preset fills the columns the
+    config did not set): writing every default would turn ``text_column: text`` into a choice."""
+    return yaml.safe_dump(cfg.model_dump(mode="json", exclude_unset=True), sort_keys=False)
+
+
+def fields_set(model: BaseModel) -> dict[str, Any]:
+    """Which fields of ``model`` and its sections were set, as a nested dict (for tests and
+    for comparing a run's config with a new one)."""
+    return {name: fields_set(value) if isinstance(value, BaseModel) else True
+            for name, value in model if name in model.model_fields_set}

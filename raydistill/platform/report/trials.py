@@ -194,8 +194,18 @@ def read_run_config(root: Path | None) -> dict[str, Any]:
 
 
 def _configured_epochs(root: Path | None) -> int | None:
-    epochs = (read_run_config(root).get("student") or {}).get("epochs")
-    return int(epochs) if isinstance(epochs, int) else None
+    """``student.epochs`` of the run's config, defaults applied (config.yaml holds only what was
+    set); None without a readable config."""
+    from raydistill.platform.config import config_from_dict
+    from raydistill.platform.errors import ConfigError
+
+    tree = read_run_config(root)
+    if not tree:
+        return None
+    try:
+        return config_from_dict(tree).student.epochs
+    except ConfigError:
+        return None
 
 
 def _last(rows: list[dict[str, Any]], key: str) -> Any:
