@@ -55,7 +55,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def cmd_validate(args) -> int:
     from raydistill.platform.config import dump_config, load_config
-    from raydistill.platform.data import check_data_source
+    from raydistill.platform.data import check_data_source, load_dataset
+    from raydistill.platform.pool import check_budget
     from raydistill.platform.models import resolve_pretrained
 
     cfg = load_config(args.config, args.overrides)
@@ -63,6 +64,8 @@ def cmd_validate(args) -> int:
     check_data_source(cfg.data)
     for name in {cfg.tokenizer.pretrained, cfg.teacher.pretrained} - {None}:
         resolve_pretrained(name)
+    if cfg.data.source != "hf":  # local data loads in seconds: check the pool against the budget
+        check_budget(cfg.al, len(load_dataset(cfg.data).train), cfg.seed)
     print(dump_config(cfg), end="")
     return 0
 

@@ -143,6 +143,7 @@ def run_teacher(cfg: ExperimentConfig, run: RunDir, data, fault: dict | None = N
 def run_study(cfg: ExperimentConfig, run: RunDir, serve: bool = True, keep_serving: bool = False,
               fault: dict | None = None) -> dict[str, Any]:
     """Run every unfinished stage of the study in ``run``; returns a summary for printing."""
+    from raydistill.platform.pool import check_budget
     from raydistill.platform.prepared import prepare_data
     from raydistill.platform.report import (
         al_comparison,
@@ -156,6 +157,7 @@ def run_study(cfg: ExperimentConfig, run: RunDir, serve: bool = True, keep_servi
     started = time.monotonic()
     done = _stages_done(run)
     data = prepare_data(cfg, run)
+    check_budget(cfg.al, len(data.encoded["train"]), cfg.seed)
     if not run.meta.is_file():
         write_meta(run, data)
     teacher = done.get("teacher") or run_teacher(cfg, run, data, fault)

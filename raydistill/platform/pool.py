@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from raydistill.platform.acquisition import select_top_k
+from raydistill.platform.config import ActiveLearningConfig
 from raydistill.platform.errors import CheckpointError, PoolExhaustedError, RaydistillError
 
 STATE_VERSION = 1
@@ -114,3 +115,10 @@ class PoolLearner:
             raise CheckpointError(f"pool state picks are inconsistent (sizes {[len(p) for p in picks]})")
         learner._picks = picks
         return learner
+
+
+def check_budget(cfg: ActiveLearningConfig, pool_size: int, seed: int = 0) -> None:
+    """Raise PoolExhaustedError now, before any Ray work, when the pool cannot supply the
+    labels ``cfg`` asks for (the same check the ActiveLearner would make once it starts: a
+    deterministic error that no retry can fix)."""
+    PoolLearner(pool_size, cfg.initial_labeled, cfg.query_size, cfg.rounds, seed)
