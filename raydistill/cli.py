@@ -8,7 +8,6 @@ keeps its traceback.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 
@@ -137,13 +136,13 @@ def cmd_teacher(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from raydistill.pipeline import _mark_done, open_run, ray_session
+    from raydistill.pipeline import _mark_done, _stages_done, open_run, ray_session
     from raydistill.platform.errors import CheckpointError
     from raydistill.platform.prepared import prepare_data
     from raydistill.trainables.student import export_winner, run_sweep
 
     run, cfg = open_run(args.run_dir, args.overrides)
-    stages = json.loads(run.stages.read_text()) if run.stages.is_file() else {}
+    stages = _stages_done(run)
     if "teacher" not in stages:
         raise CheckpointError(f"{run.root} has no finished teacher stage: run `raydistill teacher` first")
     with ray_session(args.verbose):

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from raydistill.platform.config import ExperimentConfig, dump_config, load_config
+from raydistill.platform.errors import CheckpointError
 from raydistill.platform.rundir import RunDir, atomic_write_json, atomic_write_text
 
 STAGES = ("teacher", "sweep", "winner", "report", "serve")
@@ -95,7 +96,16 @@ def write_meta(run: RunDir, data) -> None:
 
 
 def _stages_done(run: RunDir) -> dict[str, Any]:
-    return json.loads(run.stages.read_text()) if run.stages.is_file() else {}
+    """The finished stages recorded in ``stages.json``. Raises CheckpointError for a corrupt one."""
+    if not run.stages.is_file():
+        return {}
+    try:
+        done = json.loads(run.stages.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{run.stages} is corrupt ({err}); fix or delete it to re-run every stage") from None
+    if not isinstance(done, dict):
+        raise CheckpointError(f"{run.stages} is corrupt: expected a JSON object of stages")
+    return done
 
 
 def _mark_done(run: RunDir, stage: str, info: dict[str, Any]) -> None:

@@ -64,3 +64,16 @@ def test_kuberay_manifests(repo_root):
     assert service["kind"] == "RayService"
     app = yaml.safe_load(service["spec"]["serveConfigV2"])["applications"][0]
     assert app["import_path"] == "raydistill.serve.app:build_app" and "run_dir" in app["args"]
+
+
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]", "\udcff"])
+def test_corrupt_stages_json_is_one_line_exit_2(tmp_path, capsys, content):
+    from raydistill.platform.config import config_from_dict, dump_config
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(dump_config(config_from_dict({"name": "x"})))
+    (run / "stages.json").write_bytes(content.encode("utf-8", "surrogateescape"))
+    assert main(["sweep", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "stages.json is corrupt" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

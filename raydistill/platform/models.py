@@ -93,11 +93,13 @@ def resolve_pretrained(name: str | Path) -> str:
 
 def _from_pretrained(path_or_name: str | Path, **kwargs: Any) -> PreTrainedModel:
     """safetensors only: transformers would otherwise unpickle a ``.bin`` silently."""
+    from safetensors import SafetensorError
+
     try:
         return AutoModelForSequenceClassification.from_pretrained(
             resolve_pretrained(path_or_name), use_safetensors=True, **kwargs
         )
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, SafetensorError) as err:  # missing, foreign or truncated weights
         raise CheckpointError(f"cannot load a classifier from {path_or_name}: {err}") from None
 
 

@@ -160,3 +160,12 @@ def test_autocast_is_off_on_cpu():
     with autocast_context(torch.device("cpu")):
         assert not torch.is_autocast_enabled("cpu")
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+
+
+def test_truncated_weights_are_a_checkpoint_error(model, tmp_path):
+    """A half-written model.safetensors: one clear CheckpointError naming the directory, fast."""
+    save_classifier(model, tmp_path / "m")
+    weights = tmp_path / "m" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match=r"cannot load a classifier from .*m: .*header"):
+        load_classifier(tmp_path / "m")
