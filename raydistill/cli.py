@@ -8,6 +8,7 @@ keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 
@@ -108,8 +109,15 @@ def _print_summary(summary: dict) -> None:
 
 
 def _block_until_interrupted(message: str) -> None:
+    """Serve until Ctrl-C or SIGTERM (what `kill`, systemd and Kubernetes send), then shut Serve
+    down; the caller's ``ray_session`` then stops the Ray it started. Without the SIGTERM
+    handler the process died at once and Ray's processes lingered for minutes."""
     from raydistill.serve.app import shutdown
 
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
     print(f"{message} - press Ctrl-C to stop", flush=True)
     try:
         while True:
@@ -117,6 +125,7 @@ def _block_until_interrupted(message: str) -> None:
     except KeyboardInterrupt:
         print("shutting down", flush=True)
     finally:
+        signal.signal(signal.SIGTERM, previous)
         shutdown()
 
 
