@@ -40,7 +40,8 @@ def ray_cluster():
 
 
 # A tiny study on the embedded data (hidden 32, seq 32, pool 1.5k): big enough to learn
-# something, small enough that the session's Ray tests share one run directory.
+# something, small enough that the session's Ray tests share one run directory. 6 epochs a round:
+# with the deterministic tokenizer, 4 gave 0.600 validation accuracy (majority 0.555), 6 give 0.645.
 TINY_OVERRIDES = [
     "name=tiny",
     "data.max_train=2000",
@@ -51,7 +52,7 @@ TINY_OVERRIDES = [
     "teacher.hidden_size=32",
     "teacher.num_heads=2",
     "teacher.intermediate_size=64",
-    "teacher.epochs_per_round=4",
+    "teacher.epochs_per_round=6",
     "teacher.lr=0.003",
     "teacher.batch_size=32",
     "al.initial_labeled=1000",

@@ -24,7 +24,7 @@ def test_resume_runs_only_the_unfinished_serve_stage(tiny_study_run, tmp_path, c
     assert main(["run", "--resume", str(copy), "--set", "serve.port=8765"]) == 0
     out = capsys.readouterr().out
     assert "=== teacher" not in out and "=== sweep" not in out  # finished stages are skipped
-    assert "=== summary ===" in out and "winner:" in out
+    assert "=== summary ===" in out and "exported student:" in out
     bench = json.loads((copy / "bench.json").read_text())
     assert bench and (copy / "bench.md").is_file() and (copy / "plots" / "bench.png").stat().st_size > 0
     assert "serve" in json.loads((copy / "stages.json").read_text())
@@ -35,9 +35,12 @@ def test_resume_runs_only_the_unfinished_serve_stage(tiny_study_run, tmp_path, c
                  "student/provenance.json", "report.md", "results.csv", "summary.csv", "bench.json",
                  "plots/val_accuracy.png", "plots/learning_curves.png", "plots/active_learning.png"):
         assert (copy / name).exists(), name
-    # The printed summary names the report's winner.
+    # The printed summary leads with the report's verdict, then names the exported student.
     provenance = json.loads((copy / "student" / "provenance.json").read_text())
-    assert f"winner: {provenance['strategy']} " in out
+    summary = out.split("=== summary ===", 1)[1].strip().splitlines()
+    verdict = next(line for line in (copy / "report.md").read_text().splitlines() if line.startswith("**Verdict:**"))
+    assert summary[0] == verdict.removeprefix("**Verdict:** ")
+    assert summary[1].startswith(f"exported student: {provenance['strategy']} ")
     assert f"**{provenance['strategy']}**, T={provenance['temperature']:g}" in (copy / "report.md").read_text()
 
 
