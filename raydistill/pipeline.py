@@ -133,14 +133,14 @@ def _banner(title: str) -> None:
     print(f"\n=== {title} ===", flush=True)
 
 
-def run_teacher(cfg: ExperimentConfig, run: RunDir, data, fault: dict | None = None) -> dict[str, Any]:
+def run_teacher(cfg: ExperimentConfig, run: RunDir, data, round_hook=None) -> dict[str, Any]:
     from raydistill.platform.report import plot_active_learning
     from raydistill.trainables.teacher import run_teacher_stage
 
     rounds = f"{cfg.al.rounds} active-learning round{'s' if cfg.al.rounds != 1 else ''}"
     arms = f"{cfg.al.acquisition} and random" if cfg.al.compare_random and cfg.al.acquisition != "random" else cfg.al.acquisition
     _banner(f"teacher: {cfg.teacher.num_layers} layers, {rounds} ({arms})")
-    result = run_teacher_stage(cfg, run, data, fault=fault)
+    result = run_teacher_stage(cfg, run, data, round_hook=round_hook)
     plot_active_learning(run.al_curve, run.al / "curve.png")
     main = result["runs"][0]
     info = {"labeled": main.labeled, "validation_accuracy": result["validation_accuracy"],
@@ -151,7 +151,7 @@ def run_teacher(cfg: ExperimentConfig, run: RunDir, data, fault: dict | None = N
 
 
 def run_study(cfg: ExperimentConfig, run: RunDir, serve: bool = True, keep_serving: bool = False,
-              fault: dict | None = None) -> dict[str, Any]:
+              round_hook=None) -> dict[str, Any]:
     """Run every unfinished stage of the study in ``run``; returns a summary for printing."""
     from raydistill.platform.pool import check_budget
     from raydistill.platform.prepared import prepare_data
@@ -170,7 +170,7 @@ def run_study(cfg: ExperimentConfig, run: RunDir, serve: bool = True, keep_servi
     check_budget(cfg.al, len(data.encoded["train"]), cfg.seed)
     if not run.meta.is_file():
         write_meta(run, data)
-    teacher = done.get("teacher") or run_teacher(cfg, run, data, fault)
+    teacher = done.get("teacher") or run_teacher(cfg, run, data, round_hook)
     if "sweep" not in done:
         _banner(f"sweep: {len(cfg.sweep.strategies)} strategies x {len(cfg.sweep.temperatures)} "
                 f"temperatures x {len(cfg.sweep.seeds)} seeds")

@@ -21,7 +21,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import ray
 import ray.train
@@ -47,13 +47,14 @@ from raydistill.platform.models import (
     unwrap,
 )
 from raydistill.platform.prepared import PreparedData, transfer_indices
-from raydistill.platform.rundir import RunDir, atomic_write_json, save_array
+from raydistill.platform.rundir import RunDir, atomic_write_json, load_array, save_array
 from raydistill.trainables.active_learner import ActiveLearner, ScoringPlan
 from raydistill.trainables.inference import idle_cpus, split_logits
 from raydistill.trainables.resources import preflight
 
 STATE_FILE = "state.json"
 MODEL_DIR = "model"
+RNG_FILE = "torch_rng_rank{rank}.npy"  # each Train rank's RNG state, in the round's checkpoint
 ROUND0_DIR = "round0"  # the round-0 teacher, which every other arm starts from
 
 
@@ -65,17 +66,6 @@ class TeacherRun:
     checkpoint_dir: Path
     curve: list[dict[str, Any]]
     labeled: list[int]
-
-
-def _maybe_fail_once(fault: dict[str, Any] | None, round: int, rank: int) -> None:
-    """Test hook: crash this worker once at ``fault['round']``; a marker file stops a repeat."""
-    if not fault or fault["round"] != round or rank != fault.get("rank", 0):
-        return
-    marker = Path(fault["marker"])
-    if marker.exists():
-        return
-    marker.write_text(f"crashed rank {rank} at round {round}\n")
-    os._exit(1)
 
 
 def _labeled_for_round(learner, round: int, model: torch.nn.Module, rank: int) -> list[int]:
@@ -139,13 +129,29 @@ def _save_checkpoint(model, round: int, labeled_count: int, acquisition: str, di
     )
 
 
-def _restore(checkpoint) -> tuple[torch.nn.Module | None, int]:
-    """The weights and the next round from a Train checkpoint, or (None, 0) without one."""
+def _rng_states(world: int) -> list[np.ndarray]:
+    """Every rank's torch RNG state (dropout), gathered to all; every rank must call it."""
+    state = torch.get_rng_state().numpy()
+    if world == 1:
+        return [state]
+    states: list[Any] = [None] * world
+    torch.distributed.all_gather_object(states, state)
+    return states
+
+
+def _restore(checkpoint, rank: int) -> tuple[torch.nn.Module | None, int]:
+    """The weights and the next round from a Train checkpoint, or (None, 0) without one. When
+    the checkpoint holds this rank's RNG state, it is restored: a resumed round draws the same
+    dropout masks as the uninterrupted one, so it trains the same weights and the next
+    acquisition picks the same examples."""
     if checkpoint is None:
         return None, 0
     with checkpoint.as_directory() as directory:
         state = json.loads((Path(directory) / STATE_FILE).read_text(encoding="utf-8"))
         model = load_classifier(Path(directory) / MODEL_DIR)
+        rng = Path(directory) / RNG_FILE.format(rank=rank)
+        if rng.is_file():
+            torch.set_rng_state(torch.from_numpy(load_array(rng)))
     return model, int(state["round"]) + 1
 
 
@@ -169,12 +175,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     start = ray.train.get_checkpoint()
     if start is None and config.get("start_from"):
         start = Checkpoint.from_directory(config["start_from"])
-    restored, start_round = _restore(start)
+    restored, start_round = _restore(start, rank)
     device = ray.train.torch.get_device()
     model = ray.train.torch.prepare_model(restored or fresh)
     t = cfg.teacher
     for round in range(start_round, cfg.al.rounds + 1):
-        _maybe_fail_once(config.get("fault"), round, rank)
+        if config.get("round_hook"):  # e.g. a test's fault injection: called at every round start
+            config["round_hook"](round, rank)
         started = time.monotonic()
         labeled = _labeled_for_round(learner, round, model, rank)
         acquired = time.monotonic()
@@ -202,6 +209,7 @@ def _finish_round(model, row, validation, learner, config, rank, world, device) 
     started = time.monotonic()
     logits = _evaluate(model, validation, batch, config["pad_token_id"], device, rank, world)
     row["eval_s"] = time.monotonic() - started
+    rng = _rng_states(world)
     if rank != 0:
         ray.train.report(row)
         return
@@ -215,6 +223,8 @@ def _finish_round(model, row, validation, learner, config, rank, world, device) 
                          Path(config["al_dir"]) / ROUND0_DIR)
     with tempfile.TemporaryDirectory() as tmp:
         _save_checkpoint(unwrap(model), row[M.ROUND], row[M.LABELED_COUNT], config["acquisition"], Path(tmp))
+        for r, state in enumerate(rng):
+            save_array(Path(tmp) / RNG_FILE.format(rank=r), state)
         ray.train.report(row, checkpoint=Checkpoint.from_directory(tmp))
 
 
@@ -272,7 +282,7 @@ def train_teacher(
     run: RunDir,
     data: PreparedData,
     acquisition: str,
-    fault: dict[str, Any] | None = None,
+    round_hook: Callable[[int, int], None] | None = None,
     start_from: TeacherRun | None = None,
 ) -> TeacherRun:
     """Train one active-learning run with ``acquisition`` and return its final checkpoint.
@@ -308,7 +318,7 @@ def train_teacher(
             "learner_name": learner_name, "namespace": namespace, "acquisition": acquisition,
             "label_names": list(data.dataset.label_names), "vocab_size": len(data.tokenizer),
             "al_dir": str(run.al / acquisition), "start_from": round0,
-            "pad_token_id": data.pad_token_id, "fault": fault,
+            "pad_token_id": data.pad_token_id, "round_hook": round_hook,
         },
         scaling_config=ScalingConfig(
             num_workers=t.num_workers, use_gpu=t.use_gpu,
@@ -374,11 +384,11 @@ def export_teacher(cfg: ExperimentConfig, run: RunDir, data: PreparedData, check
 
 
 def run_teacher_stage(cfg: ExperimentConfig, run: RunDir, data: PreparedData,
-                      fault: dict[str, Any] | None = None) -> dict[str, Any]:
+                      round_hook: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """The whole teacher stage: the chosen acquisition (+ the random baseline when asked),
     the exported teacher, its cached logits and the learning curve."""
     started = time.monotonic()
-    runs = [train_teacher(cfg, run, data, cfg.al.acquisition, fault)]
+    runs = [train_teacher(cfg, run, data, cfg.al.acquisition, round_hook)]
     if cfg.al.compare_random and cfg.al.acquisition != "random":
         runs.append(train_teacher(cfg, run, data, "random", start_from=runs[0]))
     write_curve(run, runs)

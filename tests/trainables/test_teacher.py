@@ -3,9 +3,11 @@ acquisition, and recovery from a killed actor or a crashed Train worker."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -122,9 +124,27 @@ def _kill_actor_after_round(run, acquisition, round, killed):
         time.sleep(0.2)
 
 
+def _crash_once(round: int, rank: int, marker: Path, calls: Path):
+    """A Train round hook that logs every (round, rank) start to ``calls`` and kills its worker
+    once, at ``round`` on ``rank``, after a pause that lets Train register the previous round's
+    checkpoint (so the restart resumes from it, not from scratch). The marker file stops the
+    restarted worker from crashing again. Pickled to the workers by value."""
+    def hook(at_round: int, at_rank: int) -> None:
+        with calls.open("a") as f:
+            f.write(f"{at_round} {at_rank}\n")
+        if (at_round, at_rank) == (round, rank) and not marker.exists():
+            time.sleep(5)
+            marker.write_text(f"crashed rank {rank} at round {round}\n")
+            os._exit(1)
+
+    return hook
+
+
 def test_killed_actor_and_crashed_worker_give_the_same_label_sets(tiny_teacher_run, make_tiny_config, tmp_path):
     """One run survives a killed ActiveLearner (after round 0) and a Train worker crashing once
-    in round 2; its per-round label sets equal the undisturbed run's."""
+    at the start of round 1; its per-round label sets equal the undisturbed run's. Round 2's
+    picks depend on round 1's training after the restart: they match only because the
+    checkpoint carries every rank's RNG state (dropout) and the data order is seeded per round."""
     from raydistill.pipeline import new_run
     from raydistill.platform.prepared import prepare_data
     from raydistill.trainables.teacher import train_teacher
@@ -140,10 +160,14 @@ def test_killed_actor_and_crashed_worker_give_the_same_label_sets(tiny_teacher_r
     killer = threading.Thread(target=_kill_actor_after_round, args=(run, "entropy", 0, killed), daemon=True)
     killer.start()
     marker = tmp_path / "crashed.marker"
-    result = train_teacher(cfg, run, data, "entropy", fault={"round": 2, "rank": 1, "marker": str(marker)})
+    calls = tmp_path / "round_starts.txt"
+    result = train_teacher(cfg, run, data, "entropy", round_hook=_crash_once(1, 1, marker, calls))
     killer.join(timeout=5)
     assert killed, "the actor was never killed"
     assert marker.exists(), "the worker fault never fired"
+    starts = calls.read_text().split("\n")
+    assert starts.count("0 0") == starts.count("0 1") == 1, f"round 0 ran again: resumed from scratch {starts}"
+    assert starts.count("1 0") == starts.count("1 1") == 2  # round 1 began, crashed, began again
     _assert_label_sets(cfg, result.curve, result.labeled, len(data.encoded["train"]))
     import json
 
