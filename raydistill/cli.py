@@ -110,8 +110,9 @@ def _print_summary(summary: dict) -> None:
 
 def _block_until_interrupted(message: str) -> None:
     """Serve until Ctrl-C or SIGTERM (what `kill`, systemd and Kubernetes send), then shut Serve
-    down; the caller's ``ray_session`` then stops the Ray it started. Without the SIGTERM
-    handler the process died at once and Ray's processes lingered for minutes."""
+    down; the caller's ``ray_session`` then stops the Ray it started. The SIGTERM handler is
+    installed here, after ``ray.init`` (which installs Ray's own): without it the process died
+    at once and Ray's processes lingered for minutes."""
     from raydistill.serve.app import shutdown
 
     def interrupt(signum, frame):
@@ -211,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     except RaydistillError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: the stages' own cleanup (Serve, Ray) has run
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
