@@ -37,8 +37,8 @@ from raydistill.platform.models import (
     save_classifier,
     set_seed,
 )
-from raydistill.platform.report import choose_winner, load_results, summarize
 from raydistill.platform.prepared import transfer_indices
+from raydistill.platform.report import choose_winner, load_results, summarize
 from raydistill.platform.rundir import RunDir, atomic_write_json, load_array, save_array
 from raydistill.platform.text import Encoded, make_loader
 from raydistill.trainables.inference import models_split_logits
@@ -330,7 +330,8 @@ def export_winner(cfg: ExperimentConfig, run: RunDir, data) -> dict[str, Any]:
                     "test_accuracy_std": float(np.std(test_accuracy, ddof=1)) if len(test_accuracy) > 1 else 0.0},
     }
     atomic_write_json(run.student / "provenance.json", provenance)
-    print(f"[sweep] winner: {strategy} T={temperature:g} (seed {int(best['seed'])}) -> {run.student}", flush=True)
+    print(f"[sweep] exported the best-mean cell's best seed: {strategy} T={temperature:g} "
+          f"(seed {int(best['seed'])}) -> {run.student}", flush=True)
     return provenance
 
 
