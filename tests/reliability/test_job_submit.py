@@ -111,7 +111,7 @@ def test_study_runs_as_a_ray_job(ray_head, tmp_path, repo_root, tiny_overrides):
         time.sleep(3)
     logs = _ray(env, "job", "logs", "--address", address, job_id).stdout
     assert client.get_job_status(job_id) == JobStatus.SUCCEEDED, logs[-3000:]
-    assert "=== summary ===" in logs and "winner:" in logs
+    assert "=== summary ===" in logs and "exported student:" in logs
     run_dirs = list(runs.glob("tiny-*"))
     assert len(run_dirs) == 1
     report = (run_dirs[0] / "report.md").read_text()
