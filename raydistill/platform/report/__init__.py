@@ -3,7 +3,8 @@
 One concept a module: ``trials`` (Tune files on disk -> DataFrame), ``stats`` (the inference
 policy, "hierarchical bootstrap, Holm-corrected", and the per-cell summary), ``metrics``
 (accuracy, macro-F1, ECE), ``active_learning`` (the AL curve against random), ``render``
-(markdown), ``plots`` and ``assemble`` (the run's files -> report.md). Never imports Ray.
+(markdown), ``plots``, ``assemble`` (the run's files -> report.md) and ``notebook`` (the run as
+DataFrames: ``raydistill.results(run_dir)``). Never imports Ray.
 """
 
 from raydistill.platform.report.active_learning import al_comparison, al_sentence, read_al_curve
@@ -11,6 +12,7 @@ from raydistill.platform.report.assemble import majority_accuracy, study_summary
 from raydistill.platform.report.metrics import (
     classification_metrics, expected_calibration_error, f1_per_class, macro_f1,
 )
+from raydistill.platform.report.notebook import StudyResults, bench_frame, results
 from raydistill.platform.report.plots import plot_active_learning, plot_learning_curves, plot_val_accuracy
 from raydistill.platform.report.render import format_table, verdict_sentence
 from raydistill.platform.report.stats import (
@@ -27,5 +29,6 @@ __all__ = [
     "expected_calibration_error", "f1_per_class", "find_experiment", "format_table", "load_history",
     "load_results", "macro_f1", "majority_accuracy", "not_completed", "paired_bootstrap",
     "plot_active_learning", "plot_learning_curves", "plot_val_accuracy", "read_al_curve",
-    "study_summary", "summarize", "verdict_sentence", "write_report",
+    "StudyResults", "bench_frame", "results", "study_summary", "summarize", "verdict_sentence",
+    "write_report",
 ]

@@ -141,3 +141,33 @@ def test_plot_active_learning_takes_the_curve_file(run: RunDir, tmp_path) -> Non
     with pytest.raises(CheckpointError, match=r"lacks columns \['acquisition', 'labeled_count'\]"):
         R.plot_active_learning(run.al_curve, tmp_path / "bad.png")
     assert "## Active learning\n\nSkipped:" in R.write_report(run.root).read_text()
+
+
+def test_results_api_gives_the_study_as_dataframes(run: RunDir) -> None:
+    """``raydistill.results(run_dir)``: the same trials, cells, verdict and AL comparison the
+    report is built from, plus the bench flattened, with no Ray."""
+    import raydistill
+
+    bench = {"in_process": [{"batch_size": 32, "student": {"texts_per_s": 140.0}, "teacher": {"texts_per_s": 70.0},
+                             "student_vs_teacher": 2.0}],
+             "http": [{"concurrency": 32, "student_batched": {"texts_per_s": 42.0, "p50_ms": 700.0, "errors": 0},
+                       "teacher_per_request": {"texts_per_s": 22.0, "p50_ms": 1300.0, "errors": 0},
+                       "student_vs_teacher": 1.6}]}
+    run.bench_json.write_text(json.dumps(bench))
+    out = raydistill.results(run.root)
+    trials, cells, _ = R.study_summary(run.root)
+    pd.testing.assert_frame_equal(out.trials, trials)
+    pd.testing.assert_frame_equal(out.cells, cells)
+    assert out.verdict == R.verdict_sentence(cells)
+    assert list(out.al_vs_random[M.LABELED_COUNT]) == [100, 150, 200]
+    assert set(out.al_curve["acquisition"]) == {"entropy", "random"}
+    rows = out.bench.set_index(["kind", "level", "model", "stack"])["texts_per_s"].to_dict()
+    assert rows == {("in_process", 32, "student", "in_process"): 140.0, ("in_process", 32, "teacher", "in_process"): 70.0,
+                    ("http", 32, "student", "batched"): 42.0, ("http", 32, "teacher", "per_request"): 22.0}
+
+
+def test_results_api_refuses_a_non_run_directory(tmp_path) -> None:
+    import raydistill
+
+    with pytest.raises(CheckpointError, match="not a run directory"):
+        raydistill.results(tmp_path)

@@ -1,0 +1,64 @@
+"""The study as DataFrames, for notebooks: ``raydistill.results("runs/x")``. Reads the run's files
+only (no Ray, no model): the same numbers the report and the CLI print."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from raydistill.platform.report.active_learning import al_comparison, read_al_curve
+from raydistill.platform.report.assemble import study_summary
+from raydistill.platform.report.render import verdict_sentence
+from raydistill.platform.rundir import RunDir
+
+
+@dataclass(frozen=True)
+class StudyResults:
+    """One run's results. Empty frames where a stage has not run (no AL arms, no bench)."""
+
+    trials: pd.DataFrame  # one row per trial: strategy, temperature, seed, status, val_accuracy, ...
+    cells: pd.DataFrame  # one row per (strategy, T): mean ± std, retained, diff vs best, verdict
+    verdict: str  # the one sentence the report and the CLI print
+    al_curve: pd.DataFrame  # acquisition, round, labeled_count, val_accuracy, ...
+    al_vs_random: pd.DataFrame  # per budget: each arm, the difference, its 95% CI, a sentence
+    bench: pd.DataFrame  # per (kind, level, model, stack): texts/s and latency percentiles
+
+
+def results(run_dir: str | Path) -> StudyResults:
+    """Everything a run measured, as DataFrames. Raises CheckpointError when ``run_dir`` is not
+    a run directory or has no sweep results."""
+    run = RunDir.existing(run_dir)
+    trials, cells, _ = study_summary(run.root)
+    has_curve = run.al_curve.is_file()
+    return StudyResults(
+        trials=trials, cells=cells, verdict=verdict_sentence(cells),
+        al_curve=read_al_curve(run.al_curve) if has_curve else pd.DataFrame(),
+        al_vs_random=al_comparison(run.root) if has_curve else pd.DataFrame(),
+        bench=bench_frame(run.bench_json),
+    )
+
+
+def bench_frame(path: Path) -> pd.DataFrame:
+    """``bench.json`` flattened: one row per in-process batch size and model, and per HTTP
+    concurrency, model and stack (batched / per_request)."""
+    if not path.is_file():
+        return pd.DataFrame()
+    bench = json.loads(path.read_text(encoding="utf-8"))
+    rows = []
+    for level in bench.get("in_process", []):
+        for model, figures in level.items():
+            if isinstance(figures, dict):
+                rows.append({"kind": "in_process", "level": level["batch_size"], "model": model,
+                             "stack": "in_process", "texts_per_s": figures["texts_per_s"]})
+    for level in bench.get("http", []):
+        for key, figures in level.items():
+            if isinstance(figures, dict):
+                model, stack = key.split("_", 1)
+                rows.append({"kind": "http", "level": level["concurrency"], "model": model, "stack": stack,
+                             "texts_per_s": figures["texts_per_s"], "p50_ms": figures.get("p50_ms"),
+                             "p95_ms": figures.get("p95_ms"), "p99_ms": figures.get("p99_ms"),
+                             "errors": figures.get("errors")})
+    return pd.DataFrame(rows)
