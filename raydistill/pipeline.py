@@ -12,7 +12,7 @@ import subprocess
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from raydistill.platform.config import ExperimentConfig, dump_config, load_config
 from raydistill.platform.errors import CheckpointError
@@ -133,7 +133,8 @@ def _banner(title: str) -> None:
     print(f"\n=== {title} ===", flush=True)
 
 
-def run_teacher(cfg: ExperimentConfig, run: RunDir, data, round_hook=None) -> dict[str, Any]:
+def run_teacher(cfg: ExperimentConfig, run: RunDir, data,
+                round_hook: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     from raydistill.platform.report import plot_active_learning
     from raydistill.trainables.teacher import run_teacher_stage
 
@@ -151,7 +152,7 @@ def run_teacher(cfg: ExperimentConfig, run: RunDir, data, round_hook=None) -> di
 
 
 def run_study(cfg: ExperimentConfig, run: RunDir, serve: bool = True, keep_serving: bool = False,
-              round_hook=None) -> dict[str, Any]:
+              round_hook: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Run every unfinished stage of the study in ``run``; returns a summary for printing."""
     from raydistill.platform.pool import check_budget
     from raydistill.platform.prepared import prepare_data
