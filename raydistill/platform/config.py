@@ -122,6 +122,9 @@ class StudentConfig(_Section):
     # CPU, skips the dense update of the vocabulary table (measured: 1.75x faster per step).
     freeze_embeddings: bool = False
     epochs: int = Field(default=2, ge=1)
+    # Validate after every epoch (learning curves, ASHA's early stopping) or only after the last
+    # (the verdict's input). On a CPU a pass over validation costs about half a training epoch.
+    validate_every_epoch: bool = True
     batch_size: int = Field(default=64, ge=1)
     lr: float = Field(default=2e-3, gt=0)
     alpha: float = Field(default=0.5, ge=0, le=1)
@@ -144,6 +147,11 @@ class SweepConfig(_Section):
     cpus_per_trial: float = Field(default=1.0, gt=0)
     gpus_per_trial: float = Field(default=0.0, ge=0)
     max_concurrent_trials: int | None = Field(default=None, ge=1)
+    # A trial checkpoints its student every epoch; only the newest N stay on disk (the last is
+    # what the winner's export and a resumed trial read). Each is the whole model.
+    checkpoints_to_keep: int = Field(default=1, ge=1)
+    # How often Tune retries a trial whose worker died (a lost node, an OOM kill).
+    max_failures: int = Field(default=1, ge=0)
 
     @model_validator(mode="after")
     def _check(self) -> "SweepConfig":
@@ -214,6 +222,9 @@ class ExperimentConfig(_Section):
             bad = [i for i in self.sweep.custom_layers if not 0 <= i < n]
             if bad and self.teacher.pretrained is None:
                 raise ValueError(f"sweep.custom_layers {bad} outside teacher layers 0..{n - 1}")
+        if self.sweep.search == "optuna" and not self.student.validate_every_epoch:
+            raise ValueError("sweep.search 'optuna' stops trials early on each epoch's validation "
+                             "accuracy: it needs student.validate_every_epoch true")
         budget = self.al.initial_labeled + self.al.rounds * self.al.query_size
         if self.data.max_train is not None and budget > self.data.max_train:
             raise ValueError(

@@ -144,8 +144,11 @@ def train_student(trial: dict[str, Any], shared: dict[str, Any]) -> None:
              M.PARAMS: count_parameters(student), M.TEMPERATURE: trial["temperature"], M.SEED: trial["seed"]}
     for epoch in range(start_epoch, cfg.student.epochs):
         train_metrics = _distil_epoch(student, teacher, shared, trial, optimizer, scheduler, epoch, device)
-        val_metrics, val_logits = _validate(student, shared, device)
-        if epoch + 1 == cfg.student.epochs:
+        last = epoch + 1 == cfg.student.epochs
+        val_metrics = {}
+        if last or cfg.student.validate_every_epoch:
+            val_metrics, val_logits = _validate(student, shared, device)
+        if last:
             trial_dir = Path(shared["experiment_dir"]) / Path(tune.get_context().get_trial_dir()).name
             save_array(trial_dir / VAL_LOGITS, val_logits.astype(np.float32))
         with tempfile.TemporaryDirectory() as tmp:
@@ -224,8 +227,8 @@ class _ProgressLine(tune.Callback):
 def _run_config(cfg: ExperimentConfig, run: RunDir, total: int, name: str = "students") -> tune.RunConfig:
     return tune.RunConfig(
         name=name, storage_path=str(run.tune), verbose=0, callbacks=[_ProgressLine(total)],
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-        failure_config=tune.FailureConfig(max_failures=1),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=cfg.sweep.checkpoints_to_keep),
+        failure_config=tune.FailureConfig(max_failures=cfg.sweep.max_failures),
     )
 
 

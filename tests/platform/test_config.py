@@ -50,6 +50,9 @@ def test_default_config_path_is_the_pretrained_default():
         ({"sweep": {"custom_layers": [0, 1]}}, "<root>", "custom_layers has 2 entries"),
         ({"teacher": {"batch_size": "big"}}, "teacher.batch_size", "valid integer"),
         ({"data": {"source": "file"}}, "data", "needs data.path"),
+        ({"sweep": {"search": "optuna"}, "student": {"validate_every_epoch": False}}, "<root>",
+         "needs student.validate_every_epoch true"),
+        ({"sweep": {"checkpoints_to_keep": 0}}, "sweep.checkpoints_to_keep", "greater than or equal to 1"),
     ],
 )
 def test_invalid_configs_name_the_key_path(tree, path, message):

@@ -35,6 +35,9 @@ def test_grid_completes_with_correct_layers_and_distinct_students(tiny_study_run
         assert group["val_loss"].round(6).nunique() == len(cfg.sweep.strategies), (temperature, seed)
     cells = summarize(df)
     assert len(cells) == 8 and set(cells["n"]) == {2}
+    # Two epochs, two checkpoints reported; sweep.checkpoints_to_keep (1) of them stay on disk.
+    for trial_dir in df["trial_dir"]:
+        assert len(list(Path(trial_dir).glob("checkpoint_*"))) == cfg.sweep.checkpoints_to_keep == 1
 
 
 def test_report_and_winner_files(tiny_study_run):
@@ -116,6 +119,27 @@ def test_teacher_runs_only_when_hidden_loss_is_on(tiny_teacher_run, monkeypatch,
     assert calls["student"] > 0
     assert (calls["teacher"] > 0) is teacher_runs, calls
     assert fake.reports[-1]["loss/hidden"] > 0 if beta else fake.reports[-1]["loss/hidden"] == 0
+
+
+@pytest.mark.parametrize("every_epoch", [True, False])
+def test_validation_runs_every_epoch_or_only_after_the_last(tiny_teacher_run, monkeypatch, tmp_path, every_epoch):
+    from raydistill.platform.config import ExperimentConfig
+    from raydistill.trainables import student as student_module
+
+    cfg, run, data, info = tiny_teacher_run
+    cfg = ExperimentConfig.model_validate({**cfg.model_dump(mode="json"), "student": {
+        **cfg.student.model_dump(mode="json"), "epochs": 2, "validate_every_epoch": every_epoch}})
+    passes = []
+    validate = student_module._validate
+    monkeypatch.setattr(student_module, "_validate", lambda *a: passes.append(1) or validate(*a))
+    fake = _FakeTune(tmp_path / "trial")
+    monkeypatch.setattr(student_module, "tune", fake)
+    shared = {**student_module._shared_data(cfg, run, data, info["labeled"]), "experiment_dir": str(tmp_path)}
+    student_module.train_student({"strategy": "top", "temperature": 2.0, "seed": 0, "alpha": 0.5, "lr": 0.003}, shared)
+    assert [r["epoch"] for r in fake.reports] == [1, 2]
+    assert ("val_accuracy" in fake.reports[0]) is every_epoch
+    assert 0 < fake.reports[-1]["val_accuracy"] < 1 and len(passes) == (2 if every_epoch else 1)
+    assert (tmp_path / "trial" / student_module.VAL_LOGITS).is_file()
 
 
 def test_same_trial_gives_identical_logits_whatever_ran_before(tiny_teacher_run, monkeypatch, tmp_path):

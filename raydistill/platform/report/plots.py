@@ -52,18 +52,24 @@ def plot_val_accuracy(summary: pd.DataFrame, path: Path, teacher_accuracy: float
 
 
 def plot_learning_curves(history: pd.DataFrame, path: Path) -> None:
-    """Validation accuracy per epoch, one line per strategy (mean over seeds and temperatures)."""
+    """Per epoch, one line per strategy (mean over seeds and temperatures): the distillation
+    loss, and the validation accuracy at the epochs that were validated (every epoch, or only
+    the last with ``student.validate_every_epoch: false``)."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    curves = history.dropna(subset=[M.EPOCH, M.VAL_ACCURACY]).groupby([M.STRATEGY, M.EPOCH])
-    for strategy, curve in curves[M.VAL_ACCURACY].mean().groupby(level=0):
-        ax.plot(curve.index.get_level_values(1), curve.to_numpy(), marker="o", label=strategy)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("validation accuracy")
-    ax.set_title("completed trials, mean over seeds and temperatures")
-    ax.xaxis.get_major_locator().set_params(integer=True)
-    if ax.lines:
-        ax.legend()
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric, label in ((loss_ax, M.TRAIN_LOSS, "training loss (KD)"),
+                              (acc_ax, M.VAL_ACCURACY, "validation accuracy")):
+        if metric not in history:
+            continue
+        curves = history.dropna(subset=[M.EPOCH, metric]).groupby([M.STRATEGY, M.EPOCH])[metric].mean()
+        for strategy, curve in curves.groupby(level=0):
+            ax.plot(curve.index.get_level_values(1), curve.to_numpy(), marker="o", label=strategy)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    fig.suptitle("completed trials, mean over seeds and temperatures")
+    if acc_ax.lines:
+        acc_ax.legend()
     _save(fig, path)
 
 

@@ -145,6 +145,23 @@ def test_the_simulated_students_are_realistic() -> None:
     assert 0.009 < acc.std(axis=1, ddof=1).mean() < 0.014
 
 
+def test_seed_variance_is_net_of_the_example_noise_the_example_draw_carries() -> None:
+    # Observed seed-to-seed variance = the 1-point offsets + each student's own example noise;
+    # the policy keeps only the first for its seed draw (the example draw has the second).
+    rng = np.random.default_rng(7)
+    observed, net, dfs = [], [], []
+    for _ in range(40):
+        correct = list(_study(rng, seeds=3))
+        accs = [c.mean(axis=1) for c in correct]
+        observed.append(np.mean([a.var(ddof=1) for a in accs]))
+        v, df = S._population_seed_variance(accs, correct, df=2 * CELLS_N)
+        net.append(v)
+        dfs.append(df)
+    assert np.mean(observed) > 1.3 * SEED_SD**2
+    assert np.mean(net) == pytest.approx(SEED_SD**2, rel=0.15)
+    assert 1 <= min(dfs) and max(dfs) < 2 * CELLS_N  # the subtraction costs degrees of freedom
+
+
 @pytest.mark.parametrize("seeds", [2, 3])
 def test_no_more_than_8_percent_false_alarms_under_the_null(seeds: int) -> None:
     rate, _ = _flag_rates(seeds, 0.0)
