@@ -71,17 +71,26 @@ def cmd_validate(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from raydistill.pipeline import default_config_path, new_run, open_run, ray_session, run_study
+    from raydistill.pipeline import default_config_path, new_run, open_run, preflight_study, ray_session, run_study
     from raydistill.platform.config import load_config
+    from raydistill.platform.data import check_data_source
 
     if args.resume:
         run, cfg = open_run(args.resume, args.overrides)
     else:
         cfg = load_config(args.config or default_config_path(), args.overrides)
-        run = new_run(cfg)
-    print(f"run directory: {run.root}", flush=True)
+        check_data_source(cfg.data)
     with ray_session(args.verbose):
-        summary = run_study(cfg, run, serve=not args.no_serve, keep_serving=args.keep_serving)
+        if not args.resume:
+            preflight_study(cfg)  # before the run directory: a refusal leaves nothing behind
+            run = new_run(cfg)
+        print(f"run directory: {run.root}", flush=True)
+        try:
+            summary = run_study(cfg, run, serve=not args.no_serve, keep_serving=args.keep_serving)
+        except RaydistillError:
+            print(f"the run directory is kept: continue it with `raydistill run --resume {run.root}`",
+                  file=sys.stderr)
+            raise
         _print_summary(summary)
         if args.keep_serving and not args.no_serve:
             _block_until_interrupted(f"serving at http://{cfg.serve.host}:{cfg.serve.port}/")

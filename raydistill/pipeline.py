@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from raydistill.platform.config import ExperimentConfig, dump_config, load_config
-from raydistill.platform.errors import CheckpointError
+from raydistill.platform.errors import CheckpointError, ClusterError, ConfigError
 from raydistill.platform.rundir import RunDir, atomic_write_json, atomic_write_text
 
 STAGES = ("teacher", "sweep", "winner", "report", "serve")
@@ -57,13 +57,33 @@ def ray_session(verbose: bool = False) -> Iterator[None]:
             kwargs["include_dashboard"] = False
         if not verbose:
             kwargs["logging_level"] = "ERROR"
-        ray.init(**kwargs)
+        try:
+            ray.init(**kwargs)
+        except (ConnectionError, TimeoutError) as err:
+            raise ClusterError(_attach_hint(address, err)) from None
         started = True
     try:
         yield
     finally:
         if started:
             ray.shutdown()
+
+
+def _attach_hint(address: str, err: Exception) -> str:
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return (f"could not attach to the Ray cluster at {address} ({first[:200]}). Check that its head "
+            "is up and the address is right; a head started by Ray 2.60 enables token auth by "
+            "default, so clients need RAY_AUTH_MODE=token (and the token) in their environment.")
+
+
+def preflight_study(cfg: ExperimentConfig) -> None:
+    """Every stage's resource check, before a new run directory is made: a refusal leaves
+    nothing behind. Raises ResourceError naming the settings."""
+    from raydistill.trainables.student import preflight_sweep
+    from raydistill.trainables.teacher import preflight_teacher
+
+    preflight_teacher(cfg)
+    preflight_sweep(cfg)
 
 
 def _git_sha() -> str | None:
@@ -120,13 +140,54 @@ def new_run(cfg: ExperimentConfig) -> RunDir:
     return run
 
 
+# What each stage is built from: a finished (or, for the sweep, started) stage pins these
+# config sections. Fields that only place or size the work (resources, retries, retention)
+# change how it runs, not what it computes, and stay free.
+_STAGE_INPUTS = {"teacher": ("seed", "data", "tokenizer", "teacher", "al"), "sweep": ("student", "sweep")}
+_PLACEMENT_ONLY = ("cpus_per_", "gpus_per_", "threads_per_worker", "max_concurrent_trials", "scorers",
+                   "checkpoints_to_keep", "max_failures")
+
+
 def open_run(path: str | Path, overrides: list[str] | None = None) -> tuple[RunDir, ExperimentConfig]:
-    """An existing run directory and its resolved config (plus overrides, saved back)."""
+    """An existing run directory and its resolved config (plus overrides, saved back).
+
+    Raises ConfigError when an override changes what an already built stage was computed from
+    (``--resume --set teacher.lr=...`` after the teacher finished): the run would mix results of
+    two configs. Serving, bench and resource fields may change."""
     run = RunDir.existing(path)
     cfg = load_config(run.config, overrides)
     if overrides:
+        _refuse_changed_inputs(run, load_config(run.config), cfg)
         atomic_write_text(run.config, dump_config(cfg))
     return run, cfg
+
+
+def _refuse_changed_inputs(run: RunDir, recorded: ExperimentConfig, wanted: ExperimentConfig) -> None:
+    old, new = _flat(recorded.model_dump(mode="json")), _flat(wanted.model_dump(mode="json"))
+    done = _stages_done(run)
+    built = {"teacher": "teacher" in done, "sweep": "sweep" in done or run.tune_experiment.exists()}
+    stale = []
+    for key in sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k)):
+        if key.rsplit(".", 1)[-1].startswith(_PLACEMENT_ONLY):
+            continue
+        stage = next((st for st, sections in _STAGE_INPUTS.items() if key.split(".")[0] in sections), None)
+        if stage and built[stage]:
+            stale.append(f"{key}: {old.get(key)!r} -> {new.get(key)!r} (the {stage} stage was built with the old value)")
+    if stale:
+        raise ConfigError(
+            f"{run.root}: --set would change inputs of stages this run already built:\n  "
+            + "\n  ".join(stale)
+            + f"\nStart a new run with them instead: raydistill run {run.config} --set ...")
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def _banner(title: str) -> None:

@@ -23,3 +23,7 @@ class PoolExhaustedError(RaydistillError):
 
 class ResourceError(RaydistillError):
     """A stage asks for more CPUs/GPUs than the cluster has (the preflight check)."""
+
+
+class ClusterError(RaydistillError):
+    """Ray could not be started or attached to (address, authentication)."""

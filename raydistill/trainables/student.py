@@ -46,6 +46,11 @@ from raydistill.trainables.resources import preflight
 
 MODEL_DIR = "model"
 STATE_FILE = "state.json"
+# What a trial resumed mid-way needs to continue as if never stopped: AdamW's moments (tensors
+# only, read back with torch.load(weights_only=True), which unpickles no code) and the torch
+# RNG (dropout). The data order is seeded per epoch by the loader.
+OPTIMIZER_FILE = "optimizer.pt"
+RNG_FILE = "torch_rng.npy"
 VAL_LOGITS = "val_logits.npy"
 TEST_LOGITS = "test_logits.npy"
 
@@ -125,17 +130,22 @@ def train_student(trial: dict[str, Any], shared: dict[str, Any]) -> None:
     student, provenance = build_student(teacher, trial["strategy"], cfg.student.num_layers,
                                         cfg.sweep.custom_layers, seed=trial["seed"])
     teacher = teacher.to(device).eval() if cfg.student.beta > 0 else None  # beta = 0: cache only
-    start_epoch = 0
+    start_epoch, resumed = 0, {}
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             student = load_classifier(Path(directory) / MODEL_DIR)
             start_epoch = json.loads((Path(directory) / STATE_FILE).read_text())["epoch"]
+            resumed = _read_resume_state(Path(directory))
     student = student.to(device)
     if cfg.student.freeze_embeddings:
         student.base_model.embeddings.requires_grad_(False)
     trainable = [p for p in student.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=trial["lr"], weight_decay=cfg.student.weight_decay)
+    if "optimizer" in resumed:
+        optimizer.load_state_dict(resumed["optimizer"])
+    if "rng" in resumed:
+        torch.set_rng_state(resumed["rng"])
     steps = cfg.student.epochs * -(-len(shared["transfer"]) // cfg.student.batch_size)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.student.warmup_ratio * steps), steps)
     for _ in range(start_epoch * (steps // cfg.student.epochs)):
@@ -154,8 +164,20 @@ def train_student(trial: dict[str, Any], shared: dict[str, Any]) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             save_classifier(student, Path(tmp) / MODEL_DIR, extra={"provenance.json": provenance.to_dict()})
             atomic_write_json(Path(tmp) / STATE_FILE, {"epoch": epoch + 1})
+            torch.save(optimizer.state_dict(), Path(tmp) / OPTIMIZER_FILE)
+            save_array(Path(tmp) / RNG_FILE, torch.get_rng_state().numpy())
             tune.report({**train_metrics, **val_metrics, **fixed, M.EPOCH: epoch + 1},
                         checkpoint=tune.Checkpoint.from_directory(tmp))
+
+
+def _read_resume_state(directory: Path) -> dict[str, Any]:
+    """The optimizer state and RNG of a mid-trial checkpoint (absent in older checkpoints)."""
+    out: dict[str, Any] = {}
+    if (directory / OPTIMIZER_FILE).is_file():
+        out["optimizer"] = torch.load(directory / OPTIMIZER_FILE, map_location="cpu", weights_only=True)
+    if (directory / RNG_FILE).is_file():
+        out["rng"] = torch.from_numpy(load_array(directory / RNG_FILE))
+    return out
 
 
 def _shared_data(cfg: ExperimentConfig, run: RunDir, data, labeled: list[int]) -> dict[str, Any]:
@@ -197,7 +219,8 @@ def grid_space(cfg: ExperimentConfig, tuned: dict[str, dict[str, float]] | None 
     }
 
 
-def _preflight(cfg: ExperimentConfig) -> None:
+def preflight_sweep(cfg: ExperimentConfig) -> None:
+    """Raise ResourceError when one sweep trial cannot fit the cluster."""
     s = cfg.sweep
     requests = {"CPU": (s.cpus_per_trial, f"sweep.cpus_per_trial = {s.cpus_per_trial:g}")}
     if s.gpus_per_trial:
@@ -219,9 +242,27 @@ class _ProgressLine(tune.Callback):
               f"val acc {r.get(M.VAL_ACCURACY, float('nan')):.4f} "
               f"({time.monotonic() - self.started:.0f}s)", flush=True)
 
+    def on_trial_recover(self, iteration, trials, trial, **info) -> None:
+        print(f"[sweep] {_describe(trial)} failed ({_last_error_line(trial)}); Tune retries it "
+              f"from its last checkpoint", flush=True)
+
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self.done += 1
-        print(f"[sweep] {self.done}/{self.total} trial {trial.trial_id} ERROR", flush=True)
+        print(f"[sweep] {self.done}/{self.total} {_describe(trial)} ERROR ({_last_error_line(trial)})", flush=True)
+
+
+def _describe(trial) -> str:
+    c = trial.config
+    return f"{c.get('strategy')} T={c.get('temperature')} seed={c.get('seed')} (trial {trial.trial_id})"
+
+
+def _last_error_line(trial) -> str:
+    path = getattr(trial, "error_file", None)
+    try:
+        lines = [ln.strip() for ln in Path(path).read_text(errors="replace").splitlines() if ln.strip()]
+    except (OSError, TypeError):
+        return "no error file"
+    return lines[-1][:200] if lines else "no error text"
 
 
 def _run_config(cfg: ExperimentConfig, run: RunDir, total: int, name: str = "students") -> tune.RunConfig:
@@ -259,7 +300,7 @@ def optuna_phase(cfg: ExperimentConfig, run: RunDir, shared: dict[str, Any]) -> 
 
 def run_sweep(cfg: ExperimentConfig, run: RunDir, data, labeled: list[int], resume: bool = False) -> tune.ResultGrid:
     """Run (or, with ``resume``, continue) the student sweep under ``<run>/tune/students``."""
-    _preflight(cfg)
+    preflight_sweep(cfg)
     # Keeping few checkpoints forces frequent experiment snapshots; that is wanted, not a warning.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     shared = _shared_data(cfg, run, data, labeled)

@@ -266,7 +266,8 @@ class _RoundProgress:
                       f"{point.get('eval_s', 0):.1f}s)", flush=True)
 
 
-def _preflight(cfg: ExperimentConfig) -> None:
+def preflight_teacher(cfg: ExperimentConfig) -> None:
+    """Raise ResourceError when the teacher stage (workers and scorers at once) cannot fit."""
     t, al = cfg.teacher, cfg.al
     scorers = 0 if al.acquisition == "random" and not cfg.al.compare_random else al.scorers
     cpu = t.num_workers * t.cpus_per_worker + scorers * al.cpus_per_scorer
@@ -289,7 +290,7 @@ def train_teacher(
 
     ``start_from``: another arm of the same run, whose round 0 (the same initial set and seed,
     so the same model) this arm reuses instead of training it again."""
-    _preflight(cfg)
+    preflight_teacher(cfg)
     namespace = ray.get_runtime_context().namespace
     learner_name = f"al-{run.root.name}-{acquisition}-{uuid.uuid4().hex[:6]}"
     pool_ref = ray.put(data.encoded["train"])

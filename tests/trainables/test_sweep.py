@@ -165,6 +165,41 @@ def test_same_trial_gives_identical_logits_whatever_ran_before(tiny_teacher_run,
     assert not np.array_equal(first, other)
 
 
+def test_a_trial_resumed_mid_way_ends_where_an_uninterrupted_one_does(tiny_teacher_run, monkeypatch, tmp_path):
+    """Kill a trial after epoch 1 and resume it from that checkpoint (model, AdamW moments,
+    dropout RNG): its final validation logits equal an uninterrupted trial's, bit for bit."""
+    import contextlib
+
+    from raydistill.trainables import student as student_module
+
+    cfg, run, data, info = tiny_teacher_run
+    assert cfg.student.epochs == 2
+    shared = {**student_module._shared_data(cfg, run, data, info["labeled"]), "experiment_dir": str(tmp_path)}
+    trial = {"strategy": "odd", "temperature": 2.0, "seed": 0, "alpha": 0.5, "lr": 0.003}
+
+    class Keeping(_FakeTune):
+        def report(self, metrics, checkpoint=None):
+            super().report(metrics)
+            shutil.copytree(checkpoint, tmp_path / f"epoch{metrics['epoch']}")
+
+    class Resuming(_FakeTune):
+        def get_checkpoint(self):
+            saved = tmp_path / "epoch1"
+            return type("C", (), {"as_directory": lambda _self: contextlib.nullcontext(str(saved))})()
+
+    keeping = Keeping(tmp_path / "whole")
+    monkeypatch.setattr(student_module, "tune", keeping)
+    student_module.train_student(trial, shared)
+    assert {"optimizer.pt", "torch_rng.npy"} <= {f.name for f in (tmp_path / "epoch1").iterdir()}
+    resuming = Resuming(tmp_path / "resumed")
+    monkeypatch.setattr(student_module, "tune", resuming)
+    torch.rand(1000)  # a fresh actor's RNG is anywhere
+    student_module.train_student(trial, shared)
+    assert [r["epoch"] for r in resuming.reports] == [2]  # only the epoch the kill cost
+    whole = np.load(tmp_path / "whole" / student_module.VAL_LOGITS)
+    assert np.array_equal(whole, np.load(tmp_path / "resumed" / student_module.VAL_LOGITS))
+
+
 def test_frozen_embeddings_stay_the_teachers_while_layers_learn(tiny_teacher_run, monkeypatch, tmp_path):
     from raydistill.platform.config import ExperimentConfig
     from raydistill.platform.models import load_classifier

@@ -105,6 +105,19 @@ def test_preflight_fails_fast_when_resources_cannot_fit(ray_cluster, make_tiny_c
     assert time.monotonic() - started < 10
 
 
+def test_a_refused_preflight_leaves_no_run_directory(ray_cluster, make_tiny_config, tmp_path, capsys):
+    from raydistill.cli import main
+    from raydistill.platform.config import dump_config
+
+    cfg = make_tiny_config(tmp_path / "runs", "teacher.num_workers=8", "teacher.cpus_per_worker=1")
+    path = tmp_path / "big.yaml"
+    path.write_text(dump_config(cfg))
+    assert main(["run", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "the teacher stage needs 8" in err and "teacher.num_workers" in err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
 def _kill_actor_after_round(run, acquisition, round, killed):
     """Kill the ActiveLearner (restartable) once its persisted curve has reached ``round``."""
     import json

@@ -63,6 +63,7 @@ class _Trial:
     config: dict[str, Any]
     rows: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
+    error_time: float | None = None  # error.txt's modification time (whole seconds, like results)
     tune_status: str | None = None
     trial_id: str | None = None
 
@@ -153,8 +154,10 @@ def _read_trials(exp: Path) -> list[_Trial]:
             config = json.loads(params.read_text(encoding="utf-8")) if params.is_file() else {}
         except ValueError:
             config = {}
+        error = d / "error.txt"
         trials.append(_Trial(d.name, d, config or info.get("config", {}), _read_rows(d / "result.json"),
-                             _read_error(d), info.get("status"), info.get("trial_id")))
+                             _read_error(d), int(error.stat().st_mtime) if error.is_file() else None,
+                             info.get("status"), info.get("trial_id")))
     for name, info in state.items():  # listed by Tune but never started (no directory yet)
         trials.append(_Trial(name, None, info["config"], tune_status=info["status"],
                              trial_id=info["trial_id"]))
@@ -168,9 +171,15 @@ def _epochs_done(rows: list[dict[str, Any]]) -> int:
 
 def _status(trial: _Trial, epochs: int, expected: int | None) -> str:
     # Tune 2.60 does not always write a final ``done: true`` line (not with reuse_actors), so a
-    # trial is complete when it reported every configured epoch and did not error.
+    # trial is complete when it reported every configured epoch and did not error. A trial's
+    # status is its last attempt's: Tune retries a trial whose node died in the same directory
+    # and leaves the first attempt's error.txt there, so an error older than the last result
+    # belongs to an attempt that a later one superseded.
     done = bool(trial.rows) and trial.rows[-1].get(M.DONE) is True
-    if trial.tune_status == ERRORED or (trial.error is not None and not done):
+    superseded = (trial.error_time is not None and bool(trial.rows)
+                  and float(trial.rows[-1].get("timestamp") or 0) > trial.error_time)
+    failed = trial.error is not None and not superseded
+    if (trial.tune_status == ERRORED and not superseded) or (failed and not done):
         return ERRORED
     if trial.rows and (epochs >= expected if expected is not None else done):
         return COMPLETED

@@ -106,3 +106,22 @@ def test_old_import_names_still_work() -> None:
                "summarize", "verdict_sentence", "write_report"]
     assert set(callers) <= set(json.loads(json.dumps(R.__all__)))
     assert all(callable(getattr(R, name)) for name in R.__all__ if not name.isupper())
+
+
+@pytest.mark.parametrize("retried_after_error, status", [(True, R.COMPLETED), (False, R.ERRORED)])
+def test_a_trial_is_counted_by_its_last_attempt(run: RunDir, fx, retried_after_error, status) -> None:
+    # A node died under bottom T=4 seed 3: Tune wrote error.txt, retried the trial in the same
+    # directory and it reported every epoch afterwards. The first attempt's error.txt stays.
+    import os
+
+    cfg = {"strategy": "bottom", "temperature": 4.0, "seed": 3, "alpha": 0.5, "lr": 0.002}
+    timestamp = 1795452127
+    fx.write_trial(run.tune_experiment, 50, cfg, [0.5, 0.55, 0.6], error="ray.exceptions.NodeDiedError",
+                   timestamp=timestamp)
+    error = next(run.tune_experiment.glob("*_00050_*")) / "error.txt"
+    when = timestamp - 60 if retried_after_error else timestamp + 60
+    os.utime(error, (when, when))
+    df = R.load_results(run.root).set_index(M.TRIAL_ID)
+    assert df.loc["3a2b1_00050", "status"] == status
+    n = R.summarize(df.reset_index()).set_index([M.STRATEGY, M.TEMPERATURE]).loc[("bottom", 4.0), "n"]
+    assert n == (4 if retried_after_error else 3)

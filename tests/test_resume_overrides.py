@@ -1,0 +1,51 @@
+"""``--resume --set`` / ``sweep RUN --set``: an override may not change what a built stage was
+computed from (no Ray: the check runs before any work)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from raydistill.pipeline import open_run
+from raydistill.platform.config import config_from_dict, dump_config, load_config
+from raydistill.platform.errors import ConfigError
+from raydistill.platform.rundir import RunDir
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture
+def run(tmp_path) -> RunDir:
+    run = RunDir(tmp_path / "study-20261201-000000")
+    run.root.mkdir(parents=True)
+    run.config.write_text(dump_config(config_from_dict({"name": "study", "teacher": {"lr": 1e-4}})))
+    run.stages.write_text(json.dumps({"teacher": {"finished": "2026-12-01T00:00:00", "labeled": [1, 2]}}))
+    return run
+
+
+@pytest.mark.parametrize("override", ["teacher.lr=3e-4", "data.max_train=5000", "seed=1", "al.query_size=7"])
+def test_changing_an_input_of_the_finished_teacher_is_refused(run, override) -> None:
+    before = run.config.read_text()
+    with pytest.raises(ConfigError) as err:
+        open_run(run.root, [override])
+    key = override.split("=")[0]
+    assert f"{key}: " in str(err.value) and "the teacher stage was built with the old value" in str(err.value)
+    assert "raydistill run" in str(err.value)
+    assert run.config.read_text() == before  # nothing written
+
+
+@pytest.mark.parametrize("override", ["serve.port=8765", "bench.requests_per_level=10",
+                                      "teacher.cpus_per_worker=0.25", "sweep.max_failures=3",
+                                      "student.lr=1e-3", "sweep.seeds=[0,1,2]"])
+def test_serving_resources_and_the_unstarted_sweep_may_change(run, override) -> None:
+    _, cfg = open_run(run.root, [override])
+    assert load_config(run.config) == cfg
+
+
+def test_the_sweep_is_pinned_once_it_started(run) -> None:
+    run.tune_experiment.mkdir(parents=True)
+    with pytest.raises(ConfigError, match=r"student\.lr: 0\.002 -> 0\.001 \(the sweep stage"):
+        open_run(run.root, ["student.lr=1e-3"])
+    _, cfg = open_run(run.root, ["serve.port=8765"])
+    assert cfg.serve.port == 8765
