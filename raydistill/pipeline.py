@@ -57,6 +57,7 @@ def ray_session(verbose: bool = False) -> Iterator[None]:
             kwargs["include_dashboard"] = False
         if not verbose:
             kwargs["logging_level"] = "ERROR"
+        _check_reachable(address)
         try:
             ray.init(**kwargs)
         except (ConnectionError, TimeoutError) as err:
@@ -67,6 +68,21 @@ def ray_session(verbose: bool = False) -> Iterator[None]:
     finally:
         if started:
             ray.shutdown()
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail in seconds, not minutes, when nothing listens at a ``host:port`` address (Ray's
+    own client retries a dead GCS address for minutes). Other forms (``local``, ``auto``,
+    ``ray://``) are left to Ray."""
+    import socket
+
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "://" in address or not host:
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as err:
+        raise ClusterError(_attach_hint(address, err)) from None
 
 
 def _attach_hint(address: str, err: Exception) -> str:

@@ -179,6 +179,8 @@ class ServeConfig(_Section):
     max_texts_per_request: int = Field(default=64, ge=1)
     max_chars_per_text: int = Field(default=20_000, ge=1)
     max_body_bytes: int = Field(default=2_000_000, ge=1024)
+    # A client that sends headers and then stalls its body gets 408 after this long.
+    body_timeout_s: float = Field(default=10.0, gt=0)
     request_timeout_s: float = Field(default=30.0, gt=0)
 
 

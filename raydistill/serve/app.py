@@ -54,8 +54,12 @@ TOKEN_ENV = "RAYDISTILL_API_TOKEN"
 MODEL_NAMES = ("student", "teacher")
 PAGE_DIR = Path(__file__).parent / "page"
 PAGE_ASSETS = {"app.js": "text/javascript", "style.css": "text/css"}
-# The Gateway only parses and forwards: it can hold many more requests than a model replica.
-GATEWAY_MIN_ONGOING = 256
+# The Gateway only parses and forwards: it can hold many more requests than a model replica,
+# and must, so that hundreds of slow or stalled clients leave room for /healthz and good ones.
+GATEWAY_MIN_ONGOING = 1024
+# Serve's proxy cuts a request this long after the Gateway's own model timeout would have
+# answered: a backstop for a request stuck anywhere, never the usual way a slow one ends.
+PROXY_TIMEOUT_MARGIN_S = 5.0
 
 
 # ----------------------------------------------------------------------------- plain inference
@@ -460,18 +464,29 @@ class Gateway:
                 413, f"body is {declared} bytes; the limit is {limit} (serve.max_body_bytes)",
                 limit="max_body_bytes",
             )
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                return None, _error(
-                    413, f"body exceeds {limit} bytes (serve.max_body_bytes)", limit="max_body_bytes"
-                )
-            chunks.append(chunk)
+        timeout = self.limits.body_timeout_s
         try:
-            return json.loads(b"".join(chunks)), None
+            body = await asyncio.wait_for(_read_body(request, limit), timeout)
+        except asyncio.TimeoutError:  # a stalled client must not hold a slot for ever
+            return None, _error(408, f"the request body did not arrive within {timeout:g} s "
+                                     "(serve.body_timeout_s)")
+        if body is None:
+            return None, _error(413, f"body exceeds {limit} bytes (serve.max_body_bytes)", limit="max_body_bytes")
+        try:
+            return json.loads(body), None
         except (ValueError, RecursionError) as err:
             return None, _error(400, f"body is not valid JSON: {err}")
+
+
+async def _read_body(request: Request, limit: int) -> bytes | None:
+    """The whole body, or None as soon as it exceeds ``limit`` bytes."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
     def _over_limit(self, req: ClassifyRequest) -> JSONResponse | None:
         most = self.limits.max_texts_per_request
@@ -615,6 +630,7 @@ class BuildArgs(BaseModel):
     max_texts_per_request: int | None = None
     max_chars_per_text: int | None = None
     max_body_bytes: int | None = None
+    body_timeout_s: float | None = None
     request_timeout_s: float | None = None
 
     def overrides(self) -> dict[str, Any]:
@@ -695,6 +711,11 @@ def build_app(args: BuildArgs | dict[str, Any]) -> serve.Application:
     return gateway.bind(models, settings.model_dump(), token or None)
 
 
+def _http_options(host: str, port: int, settings: ServeConfig) -> dict[str, Any]:
+    """Serve's proxy: where it listens, and a timeout for any request stuck past the Gateway's."""
+    return {"host": host, "port": port, "request_timeout_s": settings.request_timeout_s + PROXY_TIMEOUT_MARGIN_S}
+
+
 def cpus_needed(settings: ServeConfig, n_models: int) -> float:
     """CPUs one application reserves: every model and the gateway, times replicas."""
     return settings.cpus_per_replica * (n_models + 1) * settings.num_replicas
@@ -706,7 +727,7 @@ def serve_config_yaml(
     """A ``serve build``-style config, so ``serve deploy <file>`` runs this app on a cluster."""
     config = {
         "proxy_location": "EveryNode",
-        "http_options": {"host": host, "port": port},
+        "http_options": _http_options(host, port, serve_settings(load_config(run.config), overrides)),
         "applications": [
             {
                 "name": APP_NAME,
@@ -790,7 +811,7 @@ def deploy_many(
     preflight("serve", {"CPU": (cpus, "serve.cpus_per_replica x (models + gateway) x num_replicas")})
     if gpus:
         preflight("serve", {"GPU": (gpus, "serve.gpus_per_replica x models x serve.num_replicas")})
-    serve.start(http_options={"host": host or cfg.serve.host, "port": port or cfg.serve.port})
+    serve.start(http_options=_http_options(host or cfg.serve.host, port or cfg.serve.port, cfg.serve))
     serve.run_many(targets)
     actual_host, actual_port = serve_http_address() or (host, port)
     if actual_host in ("0.0.0.0", "::", ""):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import httpx
 import pytest
@@ -274,3 +275,38 @@ def test_slow_or_broken_model_gives_503_not_a_hang(served, tiny_run):
         assert health.status_code == 503 and health.json()["models"] == {"student": False}
     finally:
         serve.delete("flaky")
+
+
+@pytest.mark.ray
+def test_stalled_clients_neither_block_good_requests_nor_health(served, client):
+    """300 clients send headers for a body that never comes and keep their sockets open: good
+    requests and /healthz still answer, and a stalled client gets a 408 after
+    serve.body_timeout_s instead of holding a Gateway slot for ever."""
+    import socket
+    from concurrent.futures import ThreadPoolExecutor
+
+    host, port = served.url.removeprefix("http://").split(":")
+    head = (f"POST /v1/classify HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            f"Authorization: Bearer {served.token}\r\nContent-Length: 200\r\n\r\n").encode()
+    stalled = []
+    try:
+        for _ in range(300):
+            sock = socket.create_connection((host, int(port)), timeout=30)
+            sock.sendall(head + b'{"texts": [')
+            stalled.append(sock)
+        time.sleep(1.0)  # every stalled request has reached the Gateway and waits for its body
+
+        def good(i: int) -> int:
+            return client.post("/v1/classify", json={"texts": [TEXTS[i % 2]]}).status_code
+
+        with ThreadPoolExecutor(8) as pool:
+            codes = list(pool.map(good, range(40)))
+        health = httpx.get(f"{served.url}/healthz", timeout=30, trust_env=False)
+        assert codes.count(200) == 40, codes
+        assert health.status_code == 200
+        stalled[0].settimeout(30)
+        answer = stalled[0].recv(4096).decode(errors="replace")  # within body_timeout_s (10 s)
+        assert answer.startswith("HTTP/1.1 408") and "serve.body_timeout_s" in answer, answer[:300]
+    finally:
+        for sock in stalled:
+            sock.close()

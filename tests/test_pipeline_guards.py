@@ -1,5 +1,5 @@
-"""``--resume --set`` / ``sweep RUN --set``: an override may not change what a built stage was
-computed from (no Ray: the check runs before any work)."""
+"""Guards that run before any work (no Ray): ``--resume --set`` / ``sweep RUN --set`` may not
+change what a built stage was computed from, and an unreachable cluster is one clear error."""
 
 from __future__ import annotations
 
@@ -49,3 +49,21 @@ def test_the_sweep_is_pinned_once_it_started(run) -> None:
         open_run(run.root, ["student.lr=1e-3"])
     _, cfg = open_run(run.root, ["serve.port=8765"])
     assert cfg.serve.port == 8765
+
+
+def test_attaching_to_an_address_where_nothing_listens_is_one_clear_error(monkeypatch) -> None:
+    import socket
+    import time
+
+    from raydistill.pipeline import ray_session
+    from raydistill.platform.errors import ClusterError
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
+    started = time.monotonic()
+    with pytest.raises(ClusterError, match=rf"could not attach to the Ray cluster at 127\.0\.0\.1:{port}.*RAY_AUTH_MODE=token"):
+        with ray_session():
+            pass
+    assert time.monotonic() - started < 10
