@@ -9,6 +9,7 @@ come from the per-run cache (shared through the object store), so no trial runs 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 from ray import tune
+from ray.tune.search import BasicVariantGenerator
 from transformers import get_linear_schedule_with_warmup
 
 from raydistill.platform import metrics as M
@@ -38,7 +40,7 @@ from raydistill.platform.models import (
     set_seed,
 )
 from raydistill.platform.prepared import transfer_indices
-from raydistill.platform.report import choose_winner, load_results, summarize
+from raydistill.platform.report import COMPLETED, choose_winner, load_results, summarize
 from raydistill.platform.rundir import RunDir, atomic_write_json, load_array, save_array
 from raydistill.platform.text import Encoded, make_loader
 from raydistill.trainables.inference import models_split_logits
@@ -51,6 +53,7 @@ STATE_FILE = "state.json"
 # RNG (dropout). The data order is seeded per epoch by the loader.
 OPTIMIZER_FILE = "optimizer.pt"
 RNG_FILE = "torch_rng.npy"
+RESUME_DIR = "resume"  # under <run>/tune: last checkpoints of unfinished trials, for `--resume`
 VAL_LOGITS = "val_logits.npy"
 TEST_LOGITS = "test_logits.npy"
 
@@ -130,13 +133,18 @@ def train_student(trial: dict[str, Any], shared: dict[str, Any]) -> None:
     student, provenance = build_student(teacher, trial["strategy"], cfg.student.num_layers,
                                         cfg.sweep.custom_layers, seed=trial["seed"])
     teacher = teacher.to(device).eval() if cfg.student.beta > 0 else None  # beta = 0: cache only
-    start_epoch, resumed = 0, {}
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as directory:
+    start_epoch, resumed, history = 0, {}, []
+    checkpoint = tune.get_checkpoint()  # Tune's own retry of this trial (a lost worker)
+    staged = shared.get("resume", {}).get(_point_key(trial))  # `sweep --resume` after a stop
+    if checkpoint is not None or staged:
+        with (checkpoint.as_directory() if checkpoint is not None else contextlib.nullcontext(staged)) as directory:
             student = load_classifier(Path(directory) / MODEL_DIR)
-            start_epoch = json.loads((Path(directory) / STATE_FILE).read_text())["epoch"]
+            state = json.loads((Path(directory) / STATE_FILE).read_text())
+            start_epoch, history = state["epoch"], state.get("history", [])
             resumed = _read_resume_state(Path(directory))
+        if checkpoint is None:
+            for metrics in history:  # a new trial directory: carry the earlier epochs' rows over
+                tune.report(metrics)
     student = student.to(device)
     if cfg.student.freeze_embeddings:
         student.base_model.embeddings.requires_grad_(False)
@@ -161,13 +169,14 @@ def train_student(trial: dict[str, Any], shared: dict[str, Any]) -> None:
         if last:
             trial_dir = Path(shared["experiment_dir"]) / Path(tune.get_context().get_trial_dir()).name
             save_array(trial_dir / VAL_LOGITS, val_logits.astype(np.float32))
+        metrics = {**train_metrics, **val_metrics, **fixed, M.EPOCH: epoch + 1}
+        history.append(metrics)
         with tempfile.TemporaryDirectory() as tmp:
             save_classifier(student, Path(tmp) / MODEL_DIR, extra={"provenance.json": provenance.to_dict()})
-            atomic_write_json(Path(tmp) / STATE_FILE, {"epoch": epoch + 1})
+            atomic_write_json(Path(tmp) / STATE_FILE, {"epoch": epoch + 1, "history": history})
             torch.save(optimizer.state_dict(), Path(tmp) / OPTIMIZER_FILE)
             save_array(Path(tmp) / RNG_FILE, torch.get_rng_state().numpy())
-            tune.report({**train_metrics, **val_metrics, **fixed, M.EPOCH: epoch + 1},
-                        checkpoint=tune.Checkpoint.from_directory(tmp))
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
 
 
 def _read_resume_state(directory: Path) -> dict[str, Any]:
@@ -203,20 +212,20 @@ def _trainable(cfg: ExperimentConfig, shared: dict[str, Any]):
     return tune.with_resources(tune.with_parameters(train_student, shared=shared), resources)
 
 
-def grid_space(cfg: ExperimentConfig, tuned: dict[str, dict[str, float]] | None = None) -> dict[str, Any]:
-    """strategy x temperature x seed; alpha and lr from the config or the Optuna phase."""
+def grid_points(cfg: ExperimentConfig, tuned: dict[str, dict[str, float]] | None = None) -> list[dict[str, Any]]:
+    """Every trial's config: strategy x temperature x seed, with alpha and lr from the config or,
+    per strategy, from the Optuna phase."""
     tuned = tuned or {}
+    return [
+        {"strategy": strategy, "temperature": temperature, "seed": seed,
+         "alpha": tuned.get(strategy, {}).get("alpha", cfg.student.alpha),
+         "lr": tuned.get(strategy, {}).get("lr", cfg.student.lr)}
+        for strategy in cfg.sweep.strategies for temperature in cfg.sweep.temperatures for seed in cfg.sweep.seeds
+    ]
 
-    def pick(key: str, default: float):
-        return tune.sample_from(lambda config: tuned.get(config["strategy"], {}).get(key, default))
 
-    return {
-        "strategy": tune.grid_search(list(cfg.sweep.strategies)),
-        "temperature": tune.grid_search(list(cfg.sweep.temperatures)),
-        "seed": tune.grid_search(list(cfg.sweep.seeds)),
-        "alpha": pick("alpha", cfg.student.alpha),
-        "lr": pick("lr", cfg.student.lr),
-    }
+def _point_key(point: dict[str, Any]) -> str:
+    return f"{point['strategy']}-T{float(point['temperature']):g}-seed{int(point['seed'])}"
 
 
 def preflight_sweep(cfg: ExperimentConfig) -> None:
@@ -298,25 +307,37 @@ def optuna_phase(cfg: ExperimentConfig, run: RunDir, shared: dict[str, Any]) -> 
     return tuned
 
 
-def run_sweep(cfg: ExperimentConfig, run: RunDir, data, labeled: list[int], resume: bool = False) -> tune.ResultGrid:
-    """Run (or, with ``resume``, continue) the student sweep under ``<run>/tune/students``."""
+def run_sweep(cfg: ExperimentConfig, run: RunDir, data, labeled: list[int], resume: bool = False) -> int:
+    """Run the sweep's trials under ``<run>/tune/students``; returns how many ran.
+
+    With ``resume``, only the trials that have not finished run again, each from its last
+    checkpoint when it has one (``RESUME_DIR``). Files are data, never code: resuming reads the
+    trials' JSON results and safetensors checkpoints, never Tune's pickled experiment state
+    (``tuner.pkl``, ``experiment_state-*.json``), which ``Tuner.restore`` would unpickle: a
+    crafted one in a copied run directory would run its code. Raises SweepInterrupted when Tune
+    returns with trials unfinished (Ctrl-C)."""
     preflight_sweep(cfg)
     # Keeping few checkpoints forces frequent experiment snapshots; that is wanted, not a warning.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     shared = _shared_data(cfg, run, data, labeled)
-    trainable = _trainable(cfg, shared)
-    total = len(cfg.sweep.strategies) * len(cfg.sweep.temperatures) * len(cfg.sweep.seeds)
-    if resume and tune.Tuner.can_restore(str(run.tune_experiment)):
-        print(f"[sweep] resuming {run.tune_experiment}", flush=True)
-        tuner = tune.Tuner.restore(str(run.tune_experiment), trainable=trainable,
-                                   resume_unfinished=True, restart_errored=True)
+    tuned_file = run.tune / "optuna_best.json"
+    if cfg.sweep.search == "optuna" and resume and tuned_file.is_file():
+        tuned = json.loads(tuned_file.read_text(encoding="utf-8"))
     else:
         tuned = optuna_phase(cfg, run, shared) if cfg.sweep.search == "optuna" else None
-        tuner = tune.Tuner(
-            trainable, param_space=grid_space(cfg, tuned),
-            tune_config=tune.TuneConfig(max_concurrent_trials=cfg.sweep.max_concurrent_trials, reuse_actors=True),
-            run_config=_run_config(cfg, run, total),
-        )
+    points = grid_points(cfg, tuned)
+    if resume and run.tune_experiment.exists():
+        points, shared["resume"] = _points_to_resume(cfg, run, points)
+        if not points:
+            print("[sweep] every trial has finished: nothing to resume", flush=True)
+            return 0
+    tuner = tune.Tuner(
+        _trainable(cfg, shared), param_space={},
+        tune_config=tune.TuneConfig(search_alg=BasicVariantGenerator(points_to_evaluate=points),
+                                    num_samples=len(points), max_concurrent_trials=cfg.sweep.max_concurrent_trials,
+                                    reuse_actors=True),
+        run_config=_run_config(cfg, run, len(points)),
+    )
     started = time.monotonic()
     grid = tuner.fit()
     minutes = (time.monotonic() - started) / 60
@@ -328,7 +349,38 @@ def run_sweep(cfg: ExperimentConfig, run: RunDir, data, labeled: list[int], resu
         raise SweepInterrupted(
             f"the sweep stopped with {len(grid) - finished - errors} trials unfinished; "
             f"continue it with: raydistill sweep {run.root} --resume")
-    return grid
+    shutil.rmtree(run.tune / RESUME_DIR, ignore_errors=True)
+    return len(grid)
+
+
+def _points_to_resume(cfg: ExperimentConfig, run: RunDir,
+                      points: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """The points without a finished trial, and, by point, the staged last checkpoint of its
+    unfinished trial. Unfinished trial directories are removed once their checkpoint is staged
+    (in ``<run>/tune/resume``), so each (strategy, T, seed) ends with exactly one directory."""
+    try:
+        df = load_results(run.root, expected_epochs=cfg.student.epochs)
+    except CheckpointError:  # the sweep never got as far as a trial directory
+        return points, {}
+    done = {_point_key(r) for r in df.to_dict("records") if r["status"] == COMPLETED}
+    staged_dir = run.tune / RESUME_DIR
+    staged = {p.name: str(p) for p in staged_dir.iterdir()} if staged_dir.is_dir() else {}
+    for row in df[df["trial_dir"].notna()].sort_values("finished_at", na_position="first").to_dict("records"):
+        key, trial_dir = _point_key(row), Path(row["trial_dir"])
+        if key in done or not trial_dir.is_dir():
+            continue
+        checkpoints = sorted(trial_dir.glob("checkpoint_*"))
+        if checkpoints:  # the newest attempt's last checkpoint wins (rows are oldest first)
+            target = staged_dir / key
+            shutil.rmtree(target, ignore_errors=True)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(checkpoints[-1]), target)
+            staged[key] = str(target)
+        shutil.rmtree(trial_dir)
+    todo = [p for p in points if _point_key(p) not in done]
+    print(f"[sweep] resuming: {len(points) - len(todo)} of {len(points)} trials finished, {len(todo)} to run "
+          f"({sum(_point_key(p) in staged for p in todo)} from their last checkpoint)", flush=True)
+    return todo, {k: v for k, v in staged.items() if k in {_point_key(p) for p in todo}}
 
 
 def _latest_checkpoint(trial_dir: Path) -> Path:

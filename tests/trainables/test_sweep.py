@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 import signal
 import subprocess
@@ -267,28 +268,53 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tiny_teache
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    before = _finished_trials(experiment)
+    before = _completed_trials(root)
     assert 2 <= len(before) < 6, f"interrupt came too late: {len(before)} finished\n" + log.read_text()[-3000:]
+    # A copied run directory may carry crafted pickles: resuming must never load them.
+    marker = tmp_path / "pwned"
+    (experiment / "tuner.pkl").write_bytes(pickle.dumps(_Payload(marker)))
+    for state in experiment.glob("experiment_state-*.json"):
+        state.write_text(state.read_text().replace('"CLOUDPICKLE_FALLBACK", "value": "',
+                                                   '"CLOUDPICKLE_FALLBACK", "value": "' + pickle.dumps(_Payload(marker)).hex()))
     run, cfg = open_run(root)
-    run_sweep(cfg, run, data, info["labeled"], resume=True)
-    after = _finished_trials(experiment)
+    assert run_sweep(cfg, run, data, info["labeled"], resume=True) == 6 - len(before)
+    assert not marker.exists()
+    after = _completed_trials(root)
     assert len(after) == 6
     for name, content in before.items():
         assert after[name] == content, f"finished trial {name} was re-run"
     df = load_results(root)
-    assert len(df) == 6 and set(df["status"]) == {"TERMINATED"}
+    assert len(df) == 6 and set(df["status"]) == {"TERMINATED"}  # one directory per trial
+    assert set(df["epochs"]) == {cfg.student.epochs}  # a trial resumed mid-way keeps its first epochs' rows
+    assert not (run.tune / "resume").exists()
+    assert run_sweep(cfg, run, data, info["labeled"], resume=True) == 0  # nothing left to run
 
 
-def test_grid_space_crosses_axes_and_takes_tuned_values(make_tiny_config, tmp_path):
+class _Payload:
+    """Unpickling it creates ``marker``: proof that a file was loaded as code."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.mkdir, (str(self.marker),))
+
+
+def _completed_trials(root: Path) -> dict[str, str]:
+    """Trial dir name -> result.json text, for every trial the report counts as finished."""
+    df = load_results(root)
+    return {Path(d).name: (Path(d) / "result.json").read_text()
+            for d in df.loc[df["status"] == "TERMINATED", "trial_dir"]}
+
+
+def test_grid_points_cross_axes_and_take_tuned_values(make_tiny_config, tmp_path):
     """The grid is strategy x temperature x seed; alpha and lr come from the Optuna phase per
     strategy when it ran, from the config otherwise."""
-    from ray.tune.search.variant_generator import generate_variants
-
-    from raydistill.trainables.student import grid_space
+    from raydistill.trainables.student import grid_points
 
     cfg = make_tiny_config(tmp_path)
     tuned = {"top": {"alpha": 0.9, "lr": 1e-4}}
-    variants = [config for _, config in generate_variants(grid_space(cfg, tuned))]
+    variants = grid_points(cfg, tuned)
     assert len(variants) == 4 * 2 * 2
     assert {(v["strategy"], v["temperature"], v["seed"]) for v in variants} == {
         (s, t, seed) for s in cfg.sweep.strategies for t in cfg.sweep.temperatures for seed in cfg.sweep.seeds}
