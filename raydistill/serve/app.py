@@ -60,6 +60,7 @@ GATEWAY_MIN_ONGOING = 1024
 # Serve's proxy cuts a request this long after the Gateway's own model timeout would have
 # answered: a backstop for a request stuck anywhere, never the usual way a slow one ends.
 PROXY_TIMEOUT_MARGIN_S = 5.0
+MAX_HEADER_BYTES = 16 * 1024  # what uvicorn's h11 parser allows, had Serve's proxy used it
 
 
 # ----------------------------------------------------------------------------- plain inference
@@ -397,6 +398,16 @@ api = FastAPI(
     description="A distilled student and its teacher, side by side.",
     version="1",
 )
+
+
+@api.middleware("http")
+async def _cap_headers(request: Request, call_next):
+    """431 for oversized headers, before any route runs: Serve's proxy accepts them (it exposes
+    no limit), so the Gateway refuses to carry them further."""
+    size = sum(len(name) + len(value) for name, value in request.scope["headers"])
+    if size > MAX_HEADER_BYTES:
+        return _error(431, f"request headers are {size} bytes; the limit is {MAX_HEADER_BYTES}")
+    return await call_next(request)
 
 
 @api.exception_handler(StarletteHTTPException)

@@ -310,3 +310,10 @@ def test_stalled_clients_neither_block_good_requests_nor_health(served, client):
     finally:
         for sock in stalled:
             sock.close()
+
+
+@pytest.mark.ray
+def test_oversized_headers_get_431(client):
+    answer = client.post("/v1/classify", json={"texts": ["fine"]}, headers={"X-Padding": "a" * 20_000})
+    assert answer.status_code == 431 and "limit is 16384" in answer.json()["error"]
+    assert client.post("/v1/classify", json={"texts": ["fine"]}, headers={"X-Padding": "a" * 1000}).status_code == 200
