@@ -66,7 +66,7 @@ def plot_learning_curves(history: pd.DataFrame, path: Path) -> None:
             ax.plot(curve.index.get_level_values(1), curve.to_numpy(), marker="o", label=strategy)
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.set_xticks(sorted(curves.index.get_level_values(1).unique()))
     fig.suptitle("completed trials, mean over seeds and temperatures")
     if acc_ax.lines:
         acc_ax.legend()
