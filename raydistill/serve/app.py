@@ -400,16 +400,6 @@ api = FastAPI(
 )
 
 
-@api.middleware("http")
-async def _cap_headers(request: Request, call_next):
-    """431 for oversized headers, before any route runs: Serve's proxy accepts them (it exposes
-    no limit), so the Gateway refuses to carry them further."""
-    size = sum(len(name) + len(value) for name, value in request.scope["headers"])
-    if size > MAX_HEADER_BYTES:
-        return _error(431, f"request headers are {size} bytes; the limit is {MAX_HEADER_BYTES}")
-    return await call_next(request)
-
-
 @api.exception_handler(StarletteHTTPException)
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     return _error(exc.status_code, str(exc.detail))
@@ -433,6 +423,17 @@ async def _await(response: Any) -> Any:
     return await response
 
 
+async def _read_body(request: Request, limit: int) -> bytes | None:
+    """The whole body, or None as soon as it exceeds ``limit`` bytes."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 # Serve pickles a deployment class when it is decorated, with the module globals defined so
 # far: everything the Gateway uses is defined above it.
 @serve.deployment
@@ -449,6 +450,15 @@ class Gateway:
         self._facts: dict[str, dict[str, Any]] = {}
 
     # -- checks
+
+    @staticmethod
+    def _oversized_headers(request: Request) -> JSONResponse | None:
+        """431 for oversized headers: Serve's proxy accepts them (it exposes no limit), so the
+        Gateway refuses to carry them further."""
+        size = sum(len(name) + len(value) for name, value in request.scope["headers"])
+        if size > MAX_HEADER_BYTES:
+            return _error(431, f"request headers are {size} bytes; the limit is {MAX_HEADER_BYTES}")
+        return None
 
     def _denied(self, request: Request) -> JSONResponse | None:
         if self.token is None:
@@ -487,17 +497,6 @@ class Gateway:
             return json.loads(body), None
         except (ValueError, RecursionError) as err:
             return None, _error(400, f"body is not valid JSON: {err}")
-
-
-async def _read_body(request: Request, limit: int) -> bytes | None:
-    """The whole body, or None as soon as it exceeds ``limit`` bytes."""
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
 
     def _over_limit(self, req: ClassifyRequest) -> JSONResponse | None:
         most = self.limits.max_texts_per_request
@@ -542,8 +541,8 @@ async def _read_body(request: Request, limit: int) -> bytes | None:
     )
     async def classify(self, request: Request) -> Response:
         started = time.perf_counter()
-        if denied := self._denied(request):
-            return denied
+        if refused := self._oversized_headers(request) or self._denied(request):
+            return refused
         body, err = await self._read_json(request)
         if err:
             return err

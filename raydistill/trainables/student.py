@@ -15,6 +15,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -156,8 +157,10 @@ def train_student(trial: dict[str, Any], shared: dict[str, Any]) -> None:
         torch.set_rng_state(resumed["rng"])
     steps = cfg.student.epochs * -(-len(shared["transfer"]) // cfg.student.batch_size)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.student.warmup_ratio * steps), steps)
-    for _ in range(start_epoch * (steps // cfg.student.epochs)):
-        scheduler.step()  # resume the schedule where the checkpoint left it
+    with warnings.catch_warnings():  # stepping before optimizer.step() is the point here
+        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
+        for _ in range(start_epoch * (steps // cfg.student.epochs)):
+            scheduler.step()  # resume the schedule where the checkpoint left it
     fixed = {M.STRATEGY: trial["strategy"], M.LAYERS: provenance.teacher_layers,
              M.PARAMS: count_parameters(student), M.TEMPERATURE: trial["temperature"], M.SEED: trial["seed"]}
     for epoch in range(start_epoch, cfg.student.epochs):
@@ -222,6 +225,14 @@ def grid_points(cfg: ExperimentConfig, tuned: dict[str, dict[str, float]] | None
          "lr": tuned.get(strategy, {}).get("lr", cfg.student.lr)}
         for strategy in cfg.sweep.strategies for temperature in cfg.sweep.temperatures for seed in cfg.sweep.seeds
     ]
+
+
+def _trial_dirname(trial) -> str:
+    """Tune's own layout (name, trial id, index, date) with the point in words, e.g.
+    ``train_student_81c18_00007_7_odd-T2-seed1_2026-12-02_00-44-18``."""
+    index = int(trial.trial_id.rsplit("_", 1)[-1])
+    return (f"{trial.trainable_name}_{trial.trial_id}_{index}_{_point_key(trial.config)}_"
+            f"{time.strftime('%Y-%m-%d_%H-%M-%S')}")
 
 
 def _point_key(point: dict[str, Any]) -> str:
@@ -331,11 +342,14 @@ def run_sweep(cfg: ExperimentConfig, run: RunDir, data, labeled: list[int], resu
         if not points:
             print("[sweep] every trial has finished: nothing to resume", flush=True)
             return 0
+    # Every point overrides every axis, so each of the len(points) samples is exactly one trial;
+    # the axes only tell Tune the keys and their values.
+    axes = {key: tune.grid_search(sorted({p[key] for p in points})) for key in points[0]}
     tuner = tune.Tuner(
-        _trainable(cfg, shared), param_space={},
+        _trainable(cfg, shared), param_space=axes,
         tune_config=tune.TuneConfig(search_alg=BasicVariantGenerator(points_to_evaluate=points),
                                     num_samples=len(points), max_concurrent_trials=cfg.sweep.max_concurrent_trials,
-                                    reuse_actors=True),
+                                    reuse_actors=True, trial_dirname_creator=_trial_dirname),
         run_config=_run_config(cfg, run, len(points)),
     )
     started = time.monotonic()

@@ -248,6 +248,8 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tiny_teache
     _, run0, data, info = tiny_teacher_run
     root = tmp_path / run0.root.name
     shutil.copytree(run0.root, root, ignore=shutil.ignore_patterns("tune", "student", "train"))
+    stages = json.loads((root / "stages.json").read_text())
+    (root / "stages.json").write_text(json.dumps({"teacher": stages["teacher"]}))  # a teacher-only run
     grid = ["--set", "sweep.strategies=[bottom,top]", "--set", "sweep.temperatures=[2.0]",
             "--set", "sweep.seeds=[0,1,2]"]
     env = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1", "RAY_ADDRESS": ""}
