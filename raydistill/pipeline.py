@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from raydistill.platform import manifest
 from raydistill.platform.config import ExperimentConfig, dump_config, load_config
 from raydistill.platform.errors import CheckpointError, ClusterError, ConfigError
 from raydistill.platform.rundir import RunDir, atomic_write_json, atomic_write_text
@@ -145,6 +146,10 @@ def _stages_done(run: RunDir) -> dict[str, Any]:
 
 
 def _mark_done(run: RunDir, stage: str, info: dict[str, Any]) -> None:
+    """Record ``stage`` as finished; the teacher and the winner also record the hashes of the
+    files they hand on (``manifest.json``), which every later command checks."""
+    if stage in ("teacher", "winner"):
+        manifest.record(run, stage)
     done = _stages_done(run)
     done[stage] = {"finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **info}
     atomic_write_json(run.stages, done)
@@ -169,8 +174,10 @@ def open_run(path: str | Path, overrides: list[str] | None = None) -> tuple[RunD
 
     Raises ConfigError when an override changes what an already built stage was computed from
     (``--resume --set teacher.lr=...`` after the teacher finished): the run would mix results of
-    two configs. Serving, bench and resource fields may change."""
+    two configs. Serving, bench and resource fields may change. Raises CheckpointError when a
+    file a finished stage handed on is missing or changed (``manifest.json``)."""
     run = RunDir.existing(path)
+    manifest.verify(run, _stages_done(run))
     cfg = load_config(run.config, overrides)
     if overrides:
         _refuse_changed_inputs(run, load_config(run.config), cfg)

@@ -1,5 +1,6 @@
 """Guards that run before any work (no Ray): ``--resume --set`` / ``sweep RUN --set`` may not
-change what a built stage was computed from, and an unreachable cluster is one clear error."""
+change what a built stage was computed from, an unreachable cluster is one clear error, and the files a
+finished stage handed on are checked against the run's manifest."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 
 from raydistill.pipeline import open_run
 from raydistill.platform.config import config_from_dict, dump_config, load_config
-from raydistill.platform.errors import ConfigError
+from raydistill.platform.errors import CheckpointError, ConfigError
 from raydistill.platform.rundir import RunDir
 
 pytestmark = pytest.mark.unit
@@ -67,3 +68,50 @@ def test_attaching_to_an_address_where_nothing_listens_is_one_clear_error(monkey
         with ray_session():
             pass
     assert time.monotonic() - started < 10
+
+
+def test_files_a_stage_handed_on_are_checked_against_the_manifest(run, tmp_path) -> None:
+    from raydistill.pipeline import _mark_done
+
+    run.teacher.mkdir()
+    (run.teacher / "model.safetensors").write_bytes(b"weights" * 100)
+    (run.teacher / "train_logits.npy").write_bytes(b"logits")
+    run.labels.mkdir()
+    (run.labels / "validation.npy").write_bytes(b"labels")
+    _mark_done(run, "teacher", {"labeled": [1, 2]})
+    recorded = json.loads((run.root / "manifest.json").read_text())["files"]
+    assert set(recorded) == {"teacher/model.safetensors", "teacher/train_logits.npy", "labels/validation.npy"}
+    open_run(run.root)  # untouched: fine
+
+    moved = tmp_path / "moved" / run.root.name
+    import shutil
+
+    shutil.copytree(run.root, moved)
+    open_run(moved)  # paths are relative: a copied run still checks
+
+    (run.teacher / "model.safetensors").write_bytes(b"weights" * 99)  # truncated
+    (run.labels / "validation.npy").unlink()
+    with pytest.raises(CheckpointError) as err:
+        open_run(run.root)
+    text = str(err.value)
+    assert "teacher/model.safetensors changed since the teacher stage wrote it" in text
+    assert "labels/validation.npy is missing (written by the teacher stage)" in text
+    assert "teacher/train_logits.npy" not in text  # only what changed is named
+
+    (moved / "manifest.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="manifest.json is corrupt"):
+        open_run(moved)
+
+
+def test_a_stage_no_longer_marked_finished_is_not_checked(run) -> None:
+    from raydistill.pipeline import _mark_done
+
+    run.student.mkdir()
+    (run.student / "model.safetensors").write_bytes(b"student")
+    _mark_done(run, "winner", {})
+    (run.student / "model.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="student/model.safetensors is missing"):
+        open_run(run.root)
+    stages = json.loads(run.stages.read_text())
+    run.stages.write_text(json.dumps({"teacher": stages["teacher"]}))  # the winner will be exported again
+    open_run(run.root)
