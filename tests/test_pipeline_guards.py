@@ -63,6 +63,9 @@ def test_attaching_to_an_address_where_nothing_listens_is_one_clear_error(monkey
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again: nothing listens there
     monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
+    import ray
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)  # whatever Ray this session runs
     started = time.monotonic()
     with pytest.raises(ClusterError, match=rf"could not attach to the Ray cluster at 127\.0\.0\.1:{port}.*RAY_AUTH_MODE=token"):
         with ray_session():
