@@ -177,17 +177,18 @@ def open_run(path: str | Path, overrides: list[str] | None = None) -> tuple[RunD
     two configs. Serving, bench and resource fields may change. Raises CheckpointError when a
     file a finished stage handed on is missing or changed (``manifest.json``)."""
     run = RunDir.existing(path)
-    manifest.verify(run, _stages_done(run))
+    done = _stages_done(run)
+    manifest.verify(run, done)
     cfg = load_config(run.config, overrides)
     if overrides:
-        _refuse_changed_inputs(run, load_config(run.config), cfg)
+        _refuse_changed_inputs(run, done, load_config(run.config), cfg)
         atomic_write_text(run.config, dump_config(cfg))
     return run, cfg
 
 
-def _refuse_changed_inputs(run: RunDir, recorded: ExperimentConfig, wanted: ExperimentConfig) -> None:
+def _refuse_changed_inputs(run: RunDir, done: dict[str, Any], recorded: ExperimentConfig,
+                           wanted: ExperimentConfig) -> None:
     old, new = _flat(recorded.model_dump(mode="json")), _flat(wanted.model_dump(mode="json"))
-    done = _stages_done(run)
     built = {"teacher": "teacher" in done, "sweep": "sweep" in done or run.tune_experiment.exists()}
     stale = []
     for key in sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k)):

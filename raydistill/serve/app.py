@@ -732,12 +732,14 @@ def cpus_needed(settings: ServeConfig, n_models: int) -> float:
 
 
 def serve_config_yaml(
-    run: RunDir, host: str, port: int, overrides: dict[str, Any], models: list[str] | None = None
+    run: RunDir, host: str | None, port: int | None, overrides: dict[str, Any], models: list[str] | None = None
 ) -> str:
-    """A ``serve build``-style config, so ``serve deploy <file>`` runs this app on a cluster."""
+    """A ``serve build``-style config, so ``serve deploy <file>`` runs this app on a cluster.
+    ``host``/``port`` default to the run's serve settings (with ``overrides``)."""
+    settings = serve_settings(load_config(run.config), overrides)
     config = {
         "proxy_location": "EveryNode",
-        "http_options": _http_options(host, port, serve_settings(load_config(run.config), overrides)),
+        "http_options": _http_options(host or settings.host, port or settings.port, settings),
         "applications": [
             {
                 "name": APP_NAME,
@@ -855,9 +857,7 @@ def deploy(
     url = deploy_many(run_dir, [spec], host=host, port=port, token=token)[0]
     if write_config:
         run = RunDir.existing(run_dir)
-        settings = serve_settings(load_config(run.config), overrides)
-        text = serve_config_yaml(run, host or settings.host, port or settings.port, overrides, models)
-        atomic_write_text(run.root / "serve_config.yaml", text)
+        atomic_write_text(run.root / "serve_config.yaml", serve_config_yaml(run, host, port, overrides, models))
     return url
 
 

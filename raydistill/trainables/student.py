@@ -42,6 +42,7 @@ from raydistill.platform.models import (
 )
 from raydistill.platform.prepared import transfer_indices
 from raydistill.platform.report import COMPLETED, choose_winner, load_results, summarize
+from raydistill.platform.report.trials import read_error_line
 from raydistill.platform.rundir import RunDir, atomic_write_json, load_array, save_array
 from raydistill.platform.text import Encoded, make_loader
 from raydistill.trainables.inference import models_split_logits
@@ -55,6 +56,7 @@ STATE_FILE = "state.json"
 OPTIMIZER_FILE = "optimizer.pt"
 RNG_FILE = "torch_rng.npy"
 RESUME_DIR = "resume"  # under <run>/tune: last checkpoints of unfinished trials, for `--resume`
+OPTUNA_BEST = "optuna_best.json"  # under <run>/tune: alpha and lr per strategy, for `--resume`
 VAL_LOGITS = "val_logits.npy"
 TEST_LOGITS = "test_logits.npy"
 
@@ -278,11 +280,7 @@ def _describe(trial) -> str:
 
 def _last_error_line(trial) -> str:
     path = getattr(trial, "error_file", None)
-    try:
-        lines = [ln.strip() for ln in Path(path).read_text(errors="replace").splitlines() if ln.strip()]
-    except (OSError, TypeError):
-        return "no error file"
-    return lines[-1][:200] if lines else "no error text"
+    return (read_error_line(Path(path)) if path else None) or "no error file"
 
 
 def _run_config(cfg: ExperimentConfig, run: RunDir, total: int, name: str = "students") -> tune.RunConfig:
@@ -314,7 +312,7 @@ def optuna_phase(cfg: ExperimentConfig, run: RunDir, shared: dict[str, Any]) -> 
         best = tuner.fit().get_best_result(metric=M.VAL_ACCURACY, mode="max").config
         tuned[strategy] = {"alpha": best["alpha"], "lr": best["lr"]}
         print(f"[sweep] optuna {strategy}: alpha={best['alpha']:.3f} lr={best['lr']:.2e}", flush=True)
-    atomic_write_json(run.tune / "optuna_best.json", tuned)
+    atomic_write_json(run.tune / OPTUNA_BEST, tuned)
     return tuned
 
 
@@ -331,7 +329,7 @@ def run_sweep(cfg: ExperimentConfig, run: RunDir, data, labeled: list[int], resu
     # Keeping few checkpoints forces frequent experiment snapshots; that is wanted, not a warning.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     shared = _shared_data(cfg, run, data, labeled)
-    tuned_file = run.tune / "optuna_best.json"
+    tuned_file = run.tune / OPTUNA_BEST
     if cfg.sweep.search == "optuna" and resume and tuned_file.is_file():
         tuned = json.loads(tuned_file.read_text(encoding="utf-8"))
     else:
@@ -392,9 +390,10 @@ def _points_to_resume(cfg: ExperimentConfig, run: RunDir,
             staged[key] = str(target)
         shutil.rmtree(trial_dir)
     todo = [p for p in points if _point_key(p) not in done]
+    staged = {key: staged[key] for key in map(_point_key, todo) if key in staged}
     print(f"[sweep] resuming: {len(points) - len(todo)} of {len(points)} trials finished, {len(todo)} to run "
-          f"({sum(_point_key(p) in staged for p in todo)} from their last checkpoint)", flush=True)
-    return todo, {k: v for k, v in staged.items() if k in {_point_key(p) for p in todo}}
+          f"({len(staged)} from their last checkpoint)", flush=True)
+    return todo, staged
 
 
 def _latest_checkpoint(trial_dir: Path) -> Path:

@@ -134,9 +134,8 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _read_error(trial_dir: Path) -> str | None:
-    """The exception line of error.txt (its last non-empty line), or None without one."""
-    path = trial_dir / "error.txt"
+def read_error_line(path: Path) -> str | None:
+    """The exception line of a Tune error file (its last non-empty line), or None without one."""
     if not path.is_file():
         return None
     lines = [ln.strip() for ln in path.read_text(encoding="utf-8", errors="replace").splitlines()]
@@ -156,7 +155,7 @@ def _read_trials(exp: Path) -> list[_Trial]:
             config = {}
         error = d / "error.txt"
         trials.append(_Trial(d.name, d, config or info.get("config", {}), _read_rows(d / "result.json"),
-                             _read_error(d), int(error.stat().st_mtime) if error.is_file() else None,
+                             read_error_line(error), int(error.stat().st_mtime) if error.is_file() else None,
                              info.get("status"), info.get("trial_id")))
     for name, info in state.items():  # listed by Tune but never started (no directory yet)
         trials.append(_Trial(name, None, info["config"], tune_status=info["status"],
