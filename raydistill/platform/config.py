@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from raydistill.platform.errors import ConfigError
 
@@ -191,7 +191,21 @@ class BenchConfig(_Section):
     concurrency: list[int] = Field(default_factory=lambda: [1, 8, 32, 64], min_length=1)
     requests_per_level: int = Field(default=200, ge=1)
     seconds_per_level: float = Field(default=10.0, gt=0)
-    texts_per_request: int = Field(default=1, ge=1)
+    # Each HTTP level runs once per value: 1 text a request shows the HTTP stack's fixed cost,
+    # several (a page of reviews) show the model's own speed through Serve.
+    texts_per_request: list[int] = Field(default_factory=lambda: [1], min_length=1)
+
+    @field_validator("texts_per_request", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("batch_sizes", "concurrency", "texts_per_request")
+    @classmethod
+    def _positive(cls, values: list[int]) -> list[int]:
+        if any(v < 1 for v in values):
+            raise ValueError(f"every value must be >= 1, got {values}")
+        return values
 
 
 class ExperimentConfig(_Section):
@@ -232,6 +246,11 @@ class ExperimentConfig(_Section):
             raise ValueError(
                 f"al.initial_labeled + al.rounds * al.query_size = {budget} exceeds "
                 f"data.max_train ({self.data.max_train}): the pool cannot supply that many labels"
+            )
+        if max(self.bench.texts_per_request) > self.serve.max_texts_per_request:
+            raise ValueError(
+                f"bench.texts_per_request {self.bench.texts_per_request} exceeds "
+                f"serve.max_texts_per_request ({self.serve.max_texts_per_request})"
             )
         return self
 

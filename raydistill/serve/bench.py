@@ -3,8 +3,10 @@
 Three measurements, all in one process run so their ratios are comparable:
 
 (a) in-process model throughput (no HTTP) at ``bench.batch_sizes``: texts/s, student/teacher;
-(b) HTTP load through Serve at ``bench.concurrency`` levels for both models: req/s, texts/s,
-    p50/p95/p99 latency, student/teacher ratio per level;
+(b) HTTP load through Serve at ``bench.concurrency`` levels for both models, once per
+    ``bench.texts_per_request`` setting: req/s, texts/s, p50/p95/p99 latency, student/teacher
+    ratio per level (1 text a request measures the HTTP stack's fixed per-request cost as much
+    as the model; several texts a request measure the model through Serve);
 (c) a per-request baseline: the same models behind the same HTTP stack with batching off
     (``max_batch_size=1``, a second application), so "batched vs per-request" is measured.
 
@@ -14,6 +16,7 @@ numbers depend on the machine (shared CPUs drift); compare the ratios.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import platform
@@ -160,7 +163,8 @@ def measure_in_process(
         rows = []
         for size in bench.batch_sizes:
             batch = [texts[i % len(texts)] for i in range(size)]
-            max_calls = max(20, math.ceil(bench.requests_per_level * bench.texts_per_request / size))
+            most_texts = bench.requests_per_level * max(bench.texts_per_request)
+            max_calls = max(20, math.ceil(most_texts / size))
             timings = _interleaved_timings(predictors, batch, seconds, max_calls)
             row: dict[str, Any] = {"batch_size": size}
             for name, times in timings.items():
@@ -220,22 +224,23 @@ def measure_http(
     urls: dict[str, str], models: list[str], bench: BenchConfig, texts: list[str],
     token: str | None, timeout_s: float, log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
-    """(b) and (c): each concurrency level, each model, each stack (batched / per-request),
-    interleaved so slow drift of a shared machine hits every series alike."""
+    """(b) and (c): each texts-per-request setting and concurrency level, each model, each
+    stack (batched / per-request), interleaved so slow drift of a shared machine hits every
+    series alike."""
     rows = []
-    for level in bench.concurrency:
-        row: dict[str, Any] = {"concurrency": level}
+    for per_request, level in itertools.product(bench.texts_per_request, bench.concurrency):
+        row: dict[str, Any] = {"concurrency": level, "texts_per_request": per_request}
         for name in models:
             for stack, url in urls.items():
                 result = run_load(
                     url, name, texts, level,
                     max_requests=bench.requests_per_level, max_seconds=bench.seconds_per_level,
-                    texts_per_request=bench.texts_per_request, token=token, timeout_s=timeout_s,
+                    texts_per_request=per_request, token=token, timeout_s=timeout_s,
                     warmup_requests=min(level, 8),
                 )
                 row[f"{name}_{stack}"] = result
                 p99 = result["p99_ms"]
-                log(f"[bench] http c={level:3d} {name:7s} {stack:11s}: "
+                log(f"[bench] http c={level:3d} x{per_request:<3d} {name:7s} {stack:11s}: "
                     f"{result['texts_per_s']:8.1f} texts/s p50 {_fmt(result['p50_ms'])} "
                     f"p99 {_fmt(p99)} ms, errors {result['errors']}")
         row["student_vs_teacher"] = _ratio(
@@ -331,19 +336,40 @@ def _model_sizes(run: RunDir, models: list[str]) -> dict[str, Any]:
 def _summary(
     in_process: list[dict[str, Any]], http: list[dict[str, Any]], models: list[str]
 ) -> dict[str, Any]:
-    """The headline ratios: at the largest batch size and the highest concurrency."""
-    top_batch, top_level = in_process[-1], http[-1]
-    summary = {
+    """The headline ratios: in process at the largest batch size; over HTTP at the highest
+    concurrency, once per texts-per-request setting, with what Serve keeps of the in-process
+    figures (each model's best batched texts/s over the levels, and the student/teacher ratio)."""
+    top_batch = in_process[-1]
+    top_level = max(row["concurrency"] for row in http)
+    summary: dict[str, Any] = {
         "in_process_batch_size": top_batch["batch_size"],
         "in_process_student_vs_teacher": top_batch["student_vs_teacher"],
-        "http_concurrency": top_level["concurrency"],
-        "http_student_vs_teacher": top_level["student_vs_teacher"],
+        "http_concurrency": top_level,
+        "http": [],
     }
-    for name in models:
-        key = f"{name}_batched_vs_per_request"
-        if key in top_level:
-            summary[f"http_{key}"] = top_level[key]
+    for row in http:
+        if row["concurrency"] != top_level:
+            continue
+        per_request = row["texts_per_request"]
+        entry = {
+            "texts_per_request": per_request,
+            "student_vs_teacher": row["student_vs_teacher"],
+            "share_of_in_process_ratio": _ratio(row["student_vs_teacher"],
+                                                top_batch["student_vs_teacher"]),
+        }
+        for name in models:
+            best = max(r[f"{name}_batched"]["texts_per_s"] for r in http
+                       if r["texts_per_request"] == per_request)
+            entry[f"{name}_share_of_in_process"] = _ratio(best, top_batch[name]["texts_per_s"])
+            key = f"{name}_batched_vs_per_request"
+            if key in row:
+                entry[key] = row[key]
+        summary["http"].append(entry)
     return summary
+
+
+def _texts(n: int) -> str:
+    return f"{n} text{'s' if n != 1 else ''}"
 
 
 def headline(summary: dict[str, Any], models: list[str]) -> list[str]:
@@ -351,14 +377,22 @@ def headline(summary: dict[str, Any], models: list[str]) -> list[str]:
     lines = [
         f"in process, batch {summary['in_process_batch_size']}: student/teacher throughput "
         f"{_fmt(summary['in_process_student_vs_teacher'], 2)}x",
-        f"over HTTP, {summary['http_concurrency']} concurrent clients: student/teacher throughput "
-        f"{_fmt(summary['http_student_vs_teacher'], 2)}x",
     ]
-    for name in models:
-        if (ratio := summary.get(f"http_{name}_batched_vs_per_request")) is not None:
-            lines.append(f"{name}, {summary['http_concurrency']} concurrent clients: "
-                         f"batched/per-request throughput {_fmt(ratio, 2)}x")
+    for entry in summary["http"]:
+        level = f"over HTTP, {summary['http_concurrency']} clients x {_texts(entry['texts_per_request'])} a request"
+        share = entry["share_of_in_process_ratio"]
+        kept = ", ".join(f"{name} {_pct(entry[f'{name}_share_of_in_process'])}" for name in models)
+        lines.append(f"{level}: student/teacher throughput {_fmt(entry['student_vs_teacher'], 2)}x "
+                     f"({_pct(share)} of the in-process ratio); texts/s kept from in process: {kept}")
+        batched = [f"{name} {_fmt(entry[f'{name}_batched_vs_per_request'], 2)}x" for name in models
+                   if entry.get(f"{name}_batched_vs_per_request") is not None]
+        if batched:
+            lines.append(f"{level}: batched/per-request throughput {', '.join(batched)}")
     return lines
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.0f}%"
 
 
 def _fmt(x: float | None, digits: int = 1) -> str:
@@ -396,7 +430,7 @@ def bench_markdown(result: dict[str, Any]) -> str:
         "# Serving benchmark",
         "",
         f"Run `{result['run_dir']}`, {result['created']}. Texts: {result['texts']['count']} "
-        f"({result['texts']['source']}), {b['texts_per_request']} per request.",
+        f"({result['texts']['source']}); per request: {', '.join(_texts(n) for n in b['texts_per_request'])}.",
         "",
         f"Machine: {m['cpu']}, {m['cpu_cores']} cores ({m['cpus_usable']} usable), device "
         f"{m['device']}{gpu}; torch {m['torch']}, Ray {m['ray']}, Python {m['python']}.",
@@ -430,17 +464,18 @@ def bench_markdown(result: dict[str, Any]) -> str:
         for name in models:
             for stack in ("batched", "per_request"):
                 if (r := row.get(f"{name}_{stack}")) is not None:
-                    rows.append([row["concurrency"], name, stack.replace("_", "-"), _fmt(r["req_per_s"]),
+                    rows.append([row["texts_per_request"], row["concurrency"], name,
+                                 stack.replace("_", "-"), _fmt(r["req_per_s"]),
                                  _fmt(r["texts_per_s"]), _fmt(r["p50_ms"]), _fmt(r["p95_ms"]),
                                  _fmt(r["p99_ms"]), r["errors"]])
-    lines += _table(["concurrency", "model", "stack", "req/s", "texts/s", "p50 ms", "p95 ms",
-                     "p99 ms", "errors"], rows)
+    lines += _table(["texts/request", "concurrency", "model", "stack", "req/s", "texts/s", "p50 ms",
+                     "p95 ms", "p99 ms", "errors"], rows)
 
     lines += ["", "Ratios per level (texts/s):", ""]
-    rows = [[row["concurrency"], _fmt(row["student_vs_teacher"], 2)]
+    rows = [[row["texts_per_request"], row["concurrency"], _fmt(row["student_vs_teacher"], 2)]
             + [_fmt(row.get(f"{n}_batched_vs_per_request"), 2) for n in models]
             for row in result["http"]]
-    lines += _table(["concurrency", "student/teacher (batched)"]
+    lines += _table(["texts/request", "concurrency", "student/teacher (batched)"]
                     + [f"{n} batched/per-request" for n in models], rows)
     lines += ["", f"![throughput and p99 latency](plots/{BENCH_PLOT})", ""]
     return "\n".join(lines)
@@ -461,16 +496,19 @@ def plot_bench(result: dict[str, Any], path: Path) -> None:
         axes[0].plot(sizes, [row[name]["texts_per_s"] for row in result["in_process"]], "o-", label=name)
     axes[0].set(xscale="log", ylim=(0, None), xlabel="batch size", ylabel="texts/s",
                 title="(a) in process, no HTTP")
-    levels = [row["concurrency"] for row in result["http"]]
-    for name in models:
+    levels = sorted({row["concurrency"] for row in result["http"]})
+    settings = sorted({row["texts_per_request"] for row in result["http"]})
+    for name, per_request in itertools.product(models, settings):
+        series = [row for row in result["http"] if row["texts_per_request"] == per_request]
         for stack, style in (("batched", "o-"), ("per_request", "s--")):
             key = f"{name}_{stack}"
-            if key not in result["http"][0]:
+            if key not in series[0]:
                 continue
-            label = f"{name}, {stack.replace('_', '-')}"
-            axes[1].plot(levels, [row[key]["texts_per_s"] for row in result["http"]], style, label=label)
-            p99 = [row[key]["p99_ms"] for row in result["http"]]
-            axes[2].plot(levels, [math.nan if v is None else v for v in p99], style, label=label)
+            label = f"{name}, {stack.replace('_', '-')}, {_texts(per_request)}/request"
+            x = [row["concurrency"] for row in series]
+            axes[1].plot(x, [row[key]["texts_per_s"] for row in series], style, label=label)
+            p99 = [row[key]["p99_ms"] for row in series]
+            axes[2].plot(x, [math.nan if v is None else v for v in p99], style, label=label)
     axes[1].set(xscale="log", ylim=(0, None), xlabel="concurrent clients", ylabel="texts/s",
                 title="(b, c) HTTP throughput")
     axes[2].set(xscale="log", ylim=(0, None), xlabel="concurrent clients",

@@ -53,6 +53,9 @@ def test_default_config_path_is_the_pretrained_default():
         ({"sweep": {"search": "optuna"}, "student": {"validate_every_epoch": False}}, "<root>",
          "needs student.validate_every_epoch true"),
         ({"sweep": {"checkpoints_to_keep": 0}}, "sweep.checkpoints_to_keep", "greater than or equal to 1"),
+        ({"bench": {"texts_per_request": [1, 0]}}, "bench.texts_per_request", "must be >= 1"),
+        ({"bench": {"concurrency": [0]}}, "bench.concurrency", "must be >= 1"),
+        ({"bench": {"texts_per_request": 65}}, "<root>", "exceeds serve.max_texts_per_request (64)"),
     ],
 )
 def test_invalid_configs_name_the_key_path(tree, path, message):
@@ -60,6 +63,11 @@ def test_invalid_configs_name_the_key_path(tree, path, message):
         config_from_dict(tree)
     text = str(err.value)
     assert f"  {path}: " in text and message in text, text
+
+
+def test_bench_texts_per_request_takes_one_value_or_a_list():
+    assert config_from_dict({"bench": {"texts_per_request": 8}}).bench.texts_per_request == [8]
+    assert config_from_dict({}, ["bench.texts_per_request=[1,8]"]).bench.texts_per_request == [1, 8]
 
 
 def test_overrides_are_typed_and_checked():

@@ -48,11 +48,11 @@ def test_bench_writes_json_md_and_plot_with_sane_numbers(served, tiny_run):
     from raydistill.serve.bench import BASELINE_APP, run_bench
 
     cfg = BenchConfig(batch_sizes=[1, 8], concurrency=[1, 8], requests_per_level=16,
-                      seconds_per_level=2.0)
+                      seconds_per_level=2.0, texts_per_request=[1, 3])
     lines: list[str] = []
     result = run_bench(tiny_run, cfg, base_url=served.url, token=served.token, log=lines.append)
     on_disk = json.loads((tiny_run / "bench.json").read_text())
-    assert on_disk["summary"] == pytest.approx(result["summary"])
+    assert on_disk["summary"] == result["summary"]  # JSON keeps floats exactly
     assert (tiny_run / "plots" / "bench.png").stat().st_size > 10_000
     md = (tiny_run / "bench.md").read_text()
     assert "student/teacher" in md and result["machine"]["cpu"] in md and "torch" in md
@@ -62,19 +62,30 @@ def test_bench_writes_json_md_and_plot_with_sane_numbers(served, tiny_run):
     for row in result["in_process"]:
         assert row["student"]["texts_per_s"] > 0 and row["teacher"]["texts_per_s"] > 0
         assert row["student_vs_teacher"] > 0
-    assert [row["concurrency"] for row in result["http"]] == [1, 8]
+    levels = [(row["texts_per_request"], row["concurrency"]) for row in result["http"]]
+    assert levels == [(1, 1), (1, 8), (3, 1), (3, 8)]
     for row in result["http"]:
         assert row["student_vs_teacher"] > 0
         for key in ("student_batched", "teacher_batched", "student_per_request", "teacher_per_request"):
             level = row[key]
             assert level["errors"] == 0 and level["ok"] == level["requests"] > 0, level
             assert level["requests"] <= 16
+            assert level["texts_per_s"] == pytest.approx(level["req_per_s"] * row["texts_per_request"])
             assert 0 < level["p50_ms"] <= level["p95_ms"] <= level["p99_ms"]
         assert row["student_batched_vs_per_request"] > 0 and row["teacher_batched_vs_per_request"] > 0
     summary = result["summary"]
-    assert all(v is not None and math.isfinite(v) for v in summary.values()), summary
-    assert len(result["headline"]) == 4 and all("x" in line for line in result["headline"])
-    assert result["headline"][0] in md
+    assert [entry["texts_per_request"] for entry in summary["http"]] == [1, 3]
+    for entry in summary["http"]:
+        top = next(row for row in result["http"]
+                   if row["concurrency"] == 8 and row["texts_per_request"] == entry["texts_per_request"])
+        assert entry["student_vs_teacher"] == top["student_vs_teacher"]
+        assert entry["share_of_in_process_ratio"] == pytest.approx(
+            top["student_vs_teacher"] / summary["in_process_student_vs_teacher"])
+        assert all(v is not None and math.isfinite(v) for v in entry.values()), entry
+    # in process, then per texts-per-request setting: the ratio line and the batched line
+    assert len(result["headline"]) == 5 and all("x" in line for line in result["headline"])
+    assert "8 clients x 3 texts a request" in result["headline"][3]
+    assert all(line in md for line in result["headline"])
     assert result["texts"]["source"] == "validation split"
     assert result["serve"]["baseline_max_batch_size"] == 1
     # the bench removed the baseline it deployed and left the running app alone

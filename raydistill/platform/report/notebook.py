@@ -24,7 +24,7 @@ class StudyResults:
     verdict: str  # the one sentence the report and the CLI print
     al_curve: pd.DataFrame  # acquisition, round, labeled_count, val_accuracy, ...
     al_vs_random: pd.DataFrame  # per budget: each arm, the difference, its 95% CI, a sentence
-    bench: pd.DataFrame  # per (kind, level, model, stack): texts/s and latency percentiles
+    bench: pd.DataFrame  # per (kind, level, texts a request, model, stack): texts/s, latencies
 
 
 def results(run_dir: str | Path) -> StudyResults:
@@ -43,7 +43,7 @@ def results(run_dir: str | Path) -> StudyResults:
 
 def bench_frame(path: Path) -> pd.DataFrame:
     """``bench.json`` flattened: one row per in-process batch size and model, and per HTTP
-    concurrency, model and stack (batched / per_request)."""
+    concurrency, texts per request, model and stack (batched / per_request)."""
     if not path.is_file():
         return pd.DataFrame()
     bench = json.loads(path.read_text(encoding="utf-8"))
@@ -58,6 +58,7 @@ def bench_frame(path: Path) -> pd.DataFrame:
             if isinstance(figures, dict):
                 model, stack = key.split("_", 1)
                 rows.append({"kind": "http", "level": level["concurrency"], "model": model, "stack": stack,
+                             "texts_per_request": level.get("texts_per_request", 1),
                              "texts_per_s": figures["texts_per_s"], "p50_ms": figures.get("p50_ms"),
                              "p95_ms": figures.get("p95_ms"), "p99_ms": figures.get("p99_ms"),
                              "errors": figures.get("errors")})
