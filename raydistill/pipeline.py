@@ -19,6 +19,7 @@ from raydistill.platform.config import ExperimentConfig, dump_config, load_confi
 from raydistill.platform.errors import CheckpointError, ClusterError, ConfigError
 from raydistill.platform.rundir import RunDir, atomic_write_json, atomic_write_text
 
+GIT_SHA_ENV = "RAYDISTILL_GIT_SHA"
 STAGES = ("teacher", "sweep", "winner", "report", "serve")
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
 SMOKE_CONFIG = DEFAULT_CONFIG.with_name("tiny-12l.yaml")  # the 12 -> 6 machinery, minutes
@@ -104,6 +105,10 @@ def preflight_study(cfg: ExperimentConfig) -> None:
 
 
 def _git_sha() -> str | None:
+    """The code's commit: ``RAYDISTILL_GIT_SHA`` when set (``ray job submit`` uploads the working
+    directory without ``.git``; the README's job command passes it), else what git says."""
+    if sha := os.environ.get(GIT_SHA_ENV, "").strip():
+        return sha
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
                              cwd=Path(__file__).resolve().parent)
@@ -267,7 +272,8 @@ def run_study(cfg: ExperimentConfig, run: RunDir, serve: bool = True, keep_servi
         _mark_done(run, "winner", winner)
     _banner("report")
     report_path = write_report(run.root)
-    _mark_done(run, "report", {"path": str(report_path)})
+    _mark_done(run, "report", {"path": report_path.relative_to(run.root).as_posix()})
+    run.point_latest(cfg.name)
     _, cells, teacher_metrics = study_summary(run.root)
     verdict = verdict_sentence(cells)
     print(format_table(cells, teacher_metrics))

@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import shutil
 
+import pandas as pd
 import pytest
+import yaml
 
 from raydistill.cli import main
 
@@ -42,6 +44,14 @@ def test_resume_runs_only_the_unfinished_serve_stage(tiny_study_run, tmp_path, c
     assert summary[0] == verdict.removeprefix("**Verdict:** ")
     assert summary[1].startswith(f"exported student: {provenance['strategy']} ")
     assert f"**{provenance['strategy']}**, T={provenance['temperature']:g}" in (copy / "report.md").read_text()
+    # A copied run refers to itself: no file of ours names the original's place, and the
+    # serve config written by the resumed serve stage points at the copy.
+    for name in ("report.md", "results.csv", "summary.csv", "stages.json", "manifest.json", "bench.json",
+                 "bench.md", "meta.json", "student/provenance.json"):
+        assert str(run.root) not in (copy / name).read_text(encoding="utf-8"), name
+    results = pd.read_csv(copy / "results.csv")
+    assert all((copy / d / "result.json").is_file() for d in results["trial_dir"].dropna())
+    assert yaml.safe_load((copy / "serve_config.yaml").read_text())["applications"][0]["args"]["run_dir"] == str(copy)
 
 
 def test_report_command_prints_the_table(tiny_study_run, capsys):
@@ -62,3 +72,13 @@ def test_sweep_without_a_teacher_is_a_clear_error(make_tiny_config, tmp_path, ca
 def test_report_on_a_non_run_directory(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "not a run directory" in capsys.readouterr().err
+
+
+def test_a_finished_study_is_its_names_latest(tiny_study_run):
+    """The report stage points ``<runs_dir>/<name>-latest`` at the run (a relative link)."""
+    import os
+
+    cfg, run, _, _ = tiny_study_run
+    link = run.root.parent / f"{cfg.name}-latest"
+    assert link.is_symlink() and os.readlink(link) == run.root.name
+    assert link.resolve() == run.root.resolve() and (link / "report.md").is_file()

@@ -56,14 +56,34 @@ def test_cluster_yaml_passes_the_autoscaler_schema(repo_root):
 
 
 def test_kuberay_manifests(repo_root):
+    """The manifests run the Dockerfile's image, the job's config exists in it, the service
+    serves the `<name>-latest` link the job's study writes, and the head's dashboard is
+    reachable inside the cluster only, behind Ray's token."""
+    import ray
+
+    from raydistill.platform.config import load_config
+
+    dockerfile = (repo_root / "Dockerfile").read_text()
+    assert f"ARG RAY_IMAGE=rayproject/ray:{ray.__version__}-py311-gpu" in dockerfile
+    assert "WORKDIR /home/ray/raydistill" in dockerfile and "-t raydistill:0.1 ." in dockerfile
     job = yaml.safe_load((repo_root / "deploy" / "rayjob.yaml").read_text())
-    assert job["kind"] == "RayJob" and job["apiVersion"] == "ray.io/v1"
-    assert job["spec"]["entrypoint"].startswith("raydistill run")
-    assert job["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"]
     service = yaml.safe_load((repo_root / "deploy" / "rayservice.yaml").read_text())
-    assert service["kind"] == "RayService"
+    assert (job["kind"], service["kind"]) == ("RayJob", "RayService")
+    assert job["apiVersion"] == service["apiVersion"] == "ray.io/v1"
+    entry = job["spec"]["entrypoint"].split()
+    assert entry[:2] == ["raydistill", "run"] and entry[entry.index("--set") + 1] == "runs_dir=/runs"
+    config = entry[2].removeprefix("/home/ray/raydistill/")
+    name = load_config(repo_root / config).name
     app = yaml.safe_load(service["spec"]["serveConfigV2"])["applications"][0]
-    assert app["import_path"] == "raydistill.serve.app:build_app" and "run_dir" in app["args"]
+    assert app["import_path"] == "raydistill.serve.app:build_app"
+    assert app["args"]["run_dir"] == f"/runs/{name}-latest"
+    for cluster in (job["spec"]["rayClusterSpec"], service["spec"]["rayClusterConfig"]):
+        assert cluster["rayVersion"] == ray.__version__ and cluster["authOptions"] == {"mode": "token"}
+        head = cluster["headGroupSpec"]
+        assert head["serviceType"] == "ClusterIP" and head["rayStartParams"]["dashboard-host"] == "0.0.0.0"
+        groups = [head] + cluster["workerGroupSpecs"]
+        images = {c["image"] for g in groups for c in g["template"]["spec"]["containers"]}
+        assert images == {"raydistill:0.1"}
 
 
 @pytest.mark.parametrize("content", ["{not json", "[1, 2]", "\udcff"])

@@ -118,3 +118,24 @@ def test_a_stage_no_longer_marked_finished_is_not_checked(run) -> None:
     stages = json.loads(run.stages.read_text())
     run.stages.write_text(json.dumps({"teacher": stages["teacher"]}))  # the winner will be exported again
     open_run(run.root)
+
+
+def test_latest_pointer_moves_to_the_newest_run(tmp_path):
+    old, new = RunDir(tmp_path / "s-1"), RunDir(tmp_path / "s-2")
+    for run in (old, new):
+        run.root.mkdir()
+    assert old.point_latest("s").resolve() == old.root.resolve()
+    link = new.point_latest("s")
+    assert link == tmp_path / "s-latest" and link.resolve() == new.root.resolve()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s-1", "s-2", "s-latest"]  # no temp link left
+
+
+def test_code_version_comes_from_the_environment_under_a_job(monkeypatch):
+    """``ray job submit`` uploads the working directory without .git: the job passes the SHA."""
+    from raydistill.pipeline import GIT_SHA_ENV, _git_sha
+
+    monkeypatch.setenv(GIT_SHA_ENV, "  abc123  ")
+    assert _git_sha() == "abc123"
+    monkeypatch.delenv(GIT_SHA_ENV)
+    sha = _git_sha()  # this checkout's own commit (None only outside a git checkout)
+    assert sha is None or len(sha) == 40

@@ -37,6 +37,16 @@ class RunDir:
         run.root.mkdir(parents=True, exist_ok=False)
         return run
 
+    def point_latest(self, name: str) -> Path:
+        """``<runs_dir>/<name>-latest`` -> this run (a relative link, replaced atomically): a
+        stable path for what serves the newest finished study (deploy/rayservice.yaml)."""
+        link = self.root.parent / f"{name}-latest"
+        tmp = link.with_name(f".{link.name}.{os.getpid()}.tmp")
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(self.root.name, target_is_directory=True)
+        os.replace(tmp, link)
+        return link
+
     @classmethod
     def existing(cls, path: str | Path) -> "RunDir":
         run = cls(Path(path))

@@ -33,9 +33,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
-from fastapi import FastAPI, Request
+from fastapi import Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator
 from ray import serve
 from ray.serve.handle import DeploymentHandle
@@ -54,6 +55,7 @@ TOKEN_ENV = "RAYDISTILL_API_TOKEN"
 MODEL_NAMES = ("student", "teacher")
 PAGE_DIR = Path(__file__).parent / "page"
 PAGE_ASSETS = {"app.js": "text/javascript", "style.css": "text/css"}
+DOCS_ASSETS = "/docs-assets"
 # The Gateway only parses and forwards: it can hold many more requests than a model replica,
 # and must, so that hundreds of slow or stalled clients leave room for /healthz and good ones.
 GATEWAY_MIN_ONGOING = 1024
@@ -393,10 +395,12 @@ def _describe(err: ValidationError) -> str:
     return "; ".join(parts)
 
 
-api = FastAPI(
+# fastapi-offline serves Swagger UI and ReDoc from its own package files: /docs works offline.
+api = FastAPIOffline(
     title="raydistill",
     description="A distilled student and its teacher, side by side.",
     version="1",
+    static_url=DOCS_ASSETS,
 )
 
 
@@ -608,6 +612,10 @@ class Gateway:
         text = (PAGE_DIR / "index.html").read_text(encoding="utf-8")
         return HTMLResponse(text.replace("{{BASE}}", base))
 
+    @api.get("/favicon.ico", include_in_schema=False)
+    async def favicon(self) -> Response:
+        return FileResponse(PAGE_DIR / "favicon.png", media_type="image/png")
+
     @api.get("/page/{name}", include_in_schema=False)
     async def page_asset(self, name: str) -> Response:
         if name not in PAGE_ASSETS:
@@ -754,7 +762,10 @@ def serve_config_yaml(
         ],
     }
     header = (
-        "# Written by raydistill. On a cluster: `serve deploy serve_config.yaml`.\n"
+        "# Written by raydistill for the run where it lies; `raydistill serve RUN` rewrites it\n"
+        "# after the run is copied or moved (run_dir below must be where the cluster sees it).\n"
+        "# On a cluster: `RAY_AUTH_MODE=token serve deploy serve_config.yaml` (Ray 2.60's head\n"
+        "# requires token authentication from every client by default).\n"
         "# Every node needs raydistill installed and the run directory on shared storage.\n"
         "# The app is built on the cluster: for a bearer token, add to this application\n"
         f"#   runtime_env: {{env_vars: {{{TOKEN_ENV}: ...}}}}   (never commit the token).\n"

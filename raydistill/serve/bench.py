@@ -295,7 +295,7 @@ def run_bench(
     summary = _summary(in_process, http, models)
     result = {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "run_dir": str(run.root),
+        "run_dir": run.root.name,  # the run's own name: the file stays true when the run moves
         "machine": machine_info(),
         "bench": bench.model_dump(),
         "serve": {

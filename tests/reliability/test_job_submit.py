@@ -4,6 +4,7 @@ free loopback ports with its own temp dir, and ended by its PID (never `ray stop
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -99,7 +100,10 @@ def test_study_runs_as_a_ray_job(ray_head, tmp_path, repo_root, tiny_overrides):
     sets = [arg for o in tiny_overrides + [f"runs_dir={runs}", "sweep.seeds=[0]",
                                            "sweep.temperatures=[2.0]", "sweep.strategies=[top,random]"]
             for arg in ("--set", o)]
+    sha = "0123456789abcdef0123456789abcdef01234567"  # what the README's job command passes
+    runtime_env = json.dumps({"env_vars": {"RAYDISTILL_GIT_SHA": sha}})
     submitted = _ray(env, "job", "submit", "--address", address, "--working-dir", str(repo_root),
+                     "--runtime-env-json", runtime_env,
                      "--no-wait", "--", "raydistill", "run", "configs/tiny-12l.yaml", "--no-serve", *sets)
     assert submitted.returncode == 0, submitted.stderr
     output = submitted.stdout + submitted.stderr
@@ -117,3 +121,5 @@ def test_study_runs_as_a_ray_job(ray_head, tmp_path, repo_root, tiny_overrides):
     report = (run_dirs[0] / "report.md").read_text()
     assert "top" in report and "random" in report
     assert (run_dirs[0] / "student" / "provenance.json").is_file()
+    # the uploaded working directory has no .git: the code version comes from the job's env
+    assert json.loads((run_dirs[0] / "meta.json").read_text())["git_sha"] == sha

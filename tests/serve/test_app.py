@@ -224,7 +224,11 @@ def test_token_is_required(served):
         # the page, the docs and the health check stay open
         assert anon.get("/").status_code == 200 and "Classify" in anon.get("/").text
         assert anon.get("/page/app.js").status_code == 200
-        assert anon.get("/docs").status_code == 200
+        docs = anon.get("/docs")
+        assert docs.status_code == 200 and "cdn" not in docs.text  # Swagger UI from local files
+        assert "/docs-assets/swagger-ui-bundle.js" in docs.text
+        assert anon.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
+        assert anon.get("/favicon.ico").headers["content-type"] == "image/png"
         assert "/v1/classify" in anon.get("/openapi.json").json()["paths"]
         assert anon.get("/healthz").status_code == 200
 

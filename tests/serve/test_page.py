@@ -59,7 +59,15 @@ def test_page_classifies_with_both_models(browser, served, tiny_run, tmp_path):
         expect(page.locator("#result-student [data-fact=layers]")).to_have_text("2", timeout=30_000)
         expect(page.locator("#result-teacher [data-fact=layers]")).to_have_text("4")
         expect(page.locator("#result-student [data-fact=strategy]")).to_contain_text("uniform")
-        expect(page.locator("#result-student [data-fact=validation_accuracy]")).to_have_text("81.3 %")
+        expect(page.locator("#result-student [data-fact=validation_accuracy]")).to_have_text(
+            "81.3 % (exported seed; cell mean over seeds 80.0 %)")
+        expect(page.locator("#result-teacher [data-fact=validation_accuracy]")).to_have_text("87.5 %")
+        favicon = page.request.get(served.url + "/favicon.ico")
+        assert favicon.ok and favicon.body()[:8] == b"\x89PNG\r\n\x1a\n"
+        # /docs renders offline: Swagger UI's files come from the app, not a CDN
+        page.goto(served.url + "/docs")
+        expect(page.locator(".swagger-ui .info .title")).to_contain_text("raydistill", timeout=30_000)
+        expect(page.locator("text=/v1/classify")).to_be_visible()
         page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
         assert (tmp_path / "page.png").stat().st_size > 5_000
     finally:

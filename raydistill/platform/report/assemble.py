@@ -6,6 +6,7 @@ teacher's and the students' saved logits, the exported student's provenance, the
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,7 @@ def write_report(run_dir: str | Path) -> Path:
     run = RunDir(run_dir)
     df, summary, teacher = study_summary(run.root)
     winner = S.choose_winner(summary) if not summary.empty else None
-    atomic_write_text(run.results_csv, df.to_csv(index=False))
+    atomic_write_text(run.results_csv, _relative_trial_dirs(df, run.root).to_csv(index=False))
     atomic_write_text(run.summary_csv, summary.to_csv(index=False))
     lines = _header(run, df) + _study_section(summary, teacher)
     lines += _test_section(run, df, winner)
@@ -85,11 +86,19 @@ def write_report(run_dir: str | Path) -> Path:
     return run.report
 
 
+def _relative_trial_dirs(df: pd.DataFrame, root: Path) -> pd.DataFrame:
+    """results.csv names trial folders relative to the run, so a copied run stays true."""
+    def relative(d: Any) -> Any:
+        return os.path.relpath(d, root) if isinstance(d, str) else d
+
+    return df.assign(trial_dir=df["trial_dir"].map(relative)) if "trial_dir" in df else df
+
+
 def _header(run: RunDir, df: pd.DataFrame) -> list[str]:
     name = read_run_config(run.root).get("name", run.root.name)
     counts = df["status"].value_counts()
     dup = f", {counts.get(DUPLICATE, 0)} duplicates ignored" if counts.get(DUPLICATE, 0) else ""
-    return [f"# raydistill report: {name}", "", f"Run directory: `{run.root}`", "",
+    return [f"# raydistill report: {name}", "", f"Run directory: `{run.root.name}`", "",
             f"Trials: {len(df)} ({counts.get(COMPLETED, 0)} completed, {counts.get(ERRORED, 0)} "
             f"in error, {counts.get(STOPPED_EARLY, 0)} stopped early{dup}). Only completed trials "
             "are averaged.", ""]

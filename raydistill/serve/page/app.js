@@ -46,7 +46,10 @@ async function loadModels() {
       if (m.teacher_layers) strategy += ` (teacher layers ${m.teacher_layers.join(", ")})`;
       if (m.temperature) strategy += `, T=${m.temperature}`;
       set("strategy", strategy);
-      set("validation_accuracy", formatAccuracy(m.validation_accuracy));
+      // The exported student is one seed of its cell; the report ranks cells by their mean.
+      const mean = m.validation_accuracy_mean_over_seeds;
+      set("validation_accuracy", mean == null ? formatAccuracy(m.validation_accuracy)
+        : `${formatAccuracy(m.validation_accuracy)} (exported seed; cell mean over seeds ${formatAccuracy(mean)})`);
     }
   } catch (err) {
     document.getElementById("status").textContent = "models: " + err.message;

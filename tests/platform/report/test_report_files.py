@@ -71,6 +71,9 @@ def test_write_report_from_a_run_directory(run: RunDir, fx) -> None:
 
     results, summary = pd.read_csv(run.results_csv), pd.read_csv(run.summary_csv)
     assert len(results) == 15 and set(results["status"]) == {R.COMPLETED, R.ERRORED, R.STOPPED_EARLY}
+    # the run refers to itself relatively: a copied run's report and CSV stay true
+    assert str(run.root) not in text and str(run.root) not in run.results_csv.read_text()
+    assert all((run.root / d).is_dir() for d in results["trial_dir"].dropna())
     assert len(summary) == 4 and summary[S.CI_LOW].notna().sum() == 3
     assert list(summary[S.VERDICT]) == [S.BEST, S.TIED, S.TIED, S.TIED]
     for name in (PLOT_VAL_ACCURACY, PLOT_LEARNING_CURVES, PLOT_ACTIVE_LEARNING):
