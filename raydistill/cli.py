@@ -12,13 +12,21 @@ import signal
 import sys
 import time
 
+from raydistill.platform import logs
 from raydistill.platform.errors import RaydistillError
+from raydistill.platform.logs import log, result
 
 
 def _add_overrides(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set teacher.num_layers=6 (repeatable)")
-    p.add_argument("--verbose", action="store_true", help="show Ray's own log output")
+    _add_verbosity(p)
+
+
+def _add_verbosity(p: argparse.ArgumentParser) -> None:
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--verbose", action="store_true", help="debug lines, and Ray's and transformers' own output")
+    group.add_argument("--quiet", action="store_true", help="only results, warnings and errors (run.log keeps all)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -39,17 +47,19 @@ def _parser() -> argparse.ArgumentParser:
     _add_overrides(p)
     p = sub.add_parser("report", help="write report.md, CSVs and plots from a run's files")
     p.add_argument("run_dir")
+    _add_verbosity(p)
     p = sub.add_parser("serve", help="serve a run's student and teacher over HTTP until Ctrl-C")
     p.add_argument("run_dir")
     p.add_argument("--host", default=None)
     p.add_argument("--port", type=int, default=None)
-    p.add_argument("--verbose", action="store_true")
+    _add_verbosity(p)
     p = sub.add_parser("bench", help="throughput of student vs teacher, in process and over HTTP")
     p.add_argument("run_dir")
     _add_overrides(p)
     p = sub.add_parser("validate", help="check a config without running it")
     p.add_argument("config")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    _add_verbosity(p)
     return parser
 
 
@@ -66,7 +76,7 @@ def cmd_validate(args) -> int:
         resolve_pretrained(name)
     if cfg.data.source != "hf":  # local data loads in seconds: check the pool against the budget
         check_budget(cfg.al, len(load_dataset(cfg.data).train), cfg.seed)
-    print(dump_config(cfg), end="")
+    result(dump_config(cfg).rstrip("\n"))
     return 0
 
 
@@ -84,12 +94,11 @@ def cmd_run(args) -> int:
         if not args.resume:
             preflight_study(cfg)  # before the run directory: a refusal leaves nothing behind
             run = new_run(cfg)
-        print(f"run directory: {run.root}", flush=True)
+        log.info(f"run directory: {run.root} (log: {run.root / logs.RUN_LOG})")
         try:
             summary = run_study(cfg, run, serve=not args.no_serve, keep_serving=args.keep_serving)
         except RaydistillError:
-            print(f"the run directory is kept: continue it with `raydistill run --resume {run.root}`",
-                  file=sys.stderr)
+            log.warning(f"the run directory is kept: continue it with `raydistill run --resume {run.root}`")
             raise
         _print_summary(summary)
         if args.keep_serving and not args.no_serve:
@@ -101,20 +110,20 @@ def _print_summary(summary: dict) -> None:
     """The verdict first (it decides whether there is a winner at all), then the exported
     student's figures, the active-learning sentences and the serving ratios."""
     winner, metrics = summary["winner"], summary["winner"]["metrics"]
-    print("\n=== summary ===")
-    print(summary["verdict"])
+    result("\n=== summary ===")
+    result(summary["verdict"])
     seeds = len(winner.get("seeds", [])) or 1
-    print(f"exported student: {winner['strategy']} (teacher layers {winner.get('teacher_layers')}), "
-          f"T={winner['temperature']:g}, seed {winner['seed']} (best validation of its cell): cell val acc "
-          f"{metrics['val_accuracy_mean']:.4f} (mean of {seeds} seeds), test acc "
-          f"{metrics.get('test_accuracy_mean', metrics['test_accuracy']):.4f} ± "
-          f"{metrics.get('test_accuracy_std', 0.0):.4f} over its seeds; teacher val acc "
-          f"{summary['teacher_validation_accuracy']:.4f}, test acc {summary['teacher_test_accuracy']:.4f}")
+    result(f"exported student: {winner['strategy']} (teacher layers {winner.get('teacher_layers')}), "
+           f"T={winner['temperature']:g}, seed {winner['seed']} (best validation of its cell): cell val acc "
+           f"{metrics['val_accuracy_mean']:.4f} (mean of {seeds} seeds), test acc "
+           f"{metrics.get('test_accuracy_mean', metrics['test_accuracy']):.4f} ± "
+           f"{metrics.get('test_accuracy_std', 0.0):.4f} over its seeds; teacher val acc "
+           f"{summary['teacher_validation_accuracy']:.4f}, test acc {summary['teacher_test_accuracy']:.4f}")
     for sentence in summary.get("active_learning", []):
-        print(f"active learning: {sentence}")
+        result(f"active learning: {sentence}")
     for line in (summary.get("bench") or {}).get("headline", []):
-        print(line)
-    print(f"report: {summary['report']}\nrun directory: {summary['run_dir']} ({summary['wall_s']:.0f}s)")
+        result(line)
+    result(f"report: {summary['report']}\nrun directory: {summary['run_dir']} ({summary['wall_s']:.0f}s)")
 
 
 def _block_until_interrupted(message: str) -> None:
@@ -128,12 +137,12 @@ def _block_until_interrupted(message: str) -> None:
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, interrupt)
-    print(f"{message} - press Ctrl-C to stop", flush=True)
+    result(f"{message} - press Ctrl-C to stop")
     try:
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
-        print("shutting down", flush=True)
+        log.info("shutting down")
     finally:
         signal.signal(signal.SIGTERM, previous)
         shutdown()
@@ -146,7 +155,7 @@ def cmd_teacher(args) -> int:
 
     cfg = load_config(args.config, args.overrides)
     run = new_run(cfg)
-    print(f"run directory: {run.root}", flush=True)
+    log.info(f"run directory: {run.root} (log: {run.root / logs.RUN_LOG})")
     with ray_session(args.verbose):
         data = prepare_data(cfg, run)
         write_meta(run, data)
@@ -169,7 +178,7 @@ def cmd_sweep(args) -> int:
         run_sweep(cfg, run, data, stages["teacher"]["labeled"], resume=args.resume)
         _mark_done(run, "sweep", {})
         _mark_done(run, "winner", export_winner(cfg, run, data))
-    print(f"sweep results: {run.tune_experiment}\nnext: raydistill report {run.root}")
+    result(f"sweep results: {run.tune_experiment}\nnext: raydistill report {run.root}")
     return 0
 
 
@@ -180,9 +189,9 @@ def cmd_report(args) -> int:
     run = RunDir.existing(args.run_dir)
     path = write_report(run.root)
     _, cells, teacher = study_summary(run.root)
-    print(format_table(cells, teacher))
-    print(verdict_sentence(cells))
-    print(f"report: {path}")
+    result(format_table(cells, teacher))
+    result(verdict_sentence(cells))
+    result(f"report: {path}")
     return 0
 
 
@@ -190,10 +199,11 @@ def cmd_serve(args) -> int:
     from raydistill.pipeline import open_run, ray_session
     from raydistill.serve.app import deploy
 
+    logs.quiet_libraries()  # Serve's logger has its own console handler
     run, cfg = open_run(args.run_dir)
     with ray_session(args.verbose):
         url = deploy(run.root, host=args.host or cfg.serve.host, port=args.port or cfg.serve.port)
-        print(f"page: {url}/\nAPI:  {url}/v1/classify  {url}/v1/models  {url}/healthz  docs: {url}/docs")
+        result(f"page: {url}/\nAPI:  {url}/v1/classify  {url}/v1/models  {url}/healthz  docs: {url}/docs")
         _block_until_interrupted("serving")
     return 0
 
@@ -205,8 +215,8 @@ def cmd_bench(args) -> int:
     with ray_session(args.verbose):
         bench = serve_and_bench(cfg, run, keep_serving=False)
     for line in bench.get("headline", []):
-        print(line)
-    print(f"bench: {run.bench_md}")
+        result(line)
+    result(f"bench: {run.bench_md}")
     return 0
 
 
@@ -216,14 +226,17 @@ COMMANDS = {"run": cmd_run, "teacher": cmd_teacher, "sweep": cmd_sweep, "report"
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    logs.configure(1 if args.verbose else -1 if args.quiet else 0)
     try:
         return COMMANDS[args.command](args)
     except RaydistillError as err:
-        print(f"error: {err}", file=sys.stderr)
+        log.error(f"error: {err}")
         return 2
     except KeyboardInterrupt:  # Ctrl-C: the stages' own cleanup (Serve, Ray) has run
-        print("interrupted", file=sys.stderr)
+        log.warning("interrupted")
         return 130
+    finally:
+        logs.detach_run_log()
 
 
 if __name__ == "__main__":

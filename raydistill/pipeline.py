@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterator
 from raydistill.platform import manifest
 from raydistill.platform.config import ExperimentConfig, dump_config, load_config
 from raydistill.platform.errors import CheckpointError, ClusterError, ConfigError
+from raydistill.platform.logs import attach_run_log, log, quiet_libraries, result
 from raydistill.platform.rundir import RunDir, atomic_write_json, atomic_write_text
 
 GIT_SHA_ENV = "RAYDISTILL_GIT_SHA"
@@ -161,8 +162,10 @@ def _mark_done(run: RunDir, stage: str, info: dict[str, Any]) -> None:
 
 
 def new_run(cfg: ExperimentConfig) -> RunDir:
+    """A new run directory with its config; from here on the log also goes to RUN/run.log."""
     run = RunDir.create(cfg.runs_dir, cfg.name)
     atomic_write_text(run.config, dump_config(cfg))
+    attach_run_log(run.root)
     return run
 
 
@@ -188,6 +191,7 @@ def open_run(path: str | Path, overrides: list[str] | None = None) -> tuple[RunD
     if overrides:
         _refuse_changed_inputs(run, done, load_config(run.config), cfg)
         atomic_write_text(run.config, dump_config(cfg))
+    attach_run_log(run.root)
     return run, cfg
 
 
@@ -220,7 +224,7 @@ def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _banner(title: str) -> None:
-    print(f"\n=== {title} ===", flush=True)
+    log.info(f"\n=== {title} ===")
 
 
 def run_teacher(cfg: ExperimentConfig, run: RunDir, data,
@@ -237,7 +241,7 @@ def run_teacher(cfg: ExperimentConfig, run: RunDir, data,
     info = {"labeled": main.labeled, "validation_accuracy": result["validation_accuracy"],
             "test_accuracy": result["test_accuracy"]}
     _mark_done(run, "teacher", info)
-    print(f"[teacher] teacher: {run.teacher}\n[teacher] learning curve: {run.al_curve}", flush=True)
+    log.info(f"[teacher] teacher: {run.teacher}\n[teacher] learning curve: {run.al_curve}")
     return info
 
 
@@ -255,6 +259,7 @@ def run_study(cfg: ExperimentConfig, run: RunDir, serve: bool = True, keep_servi
     )
     from raydistill.trainables.student import export_winner, run_sweep
 
+    attach_run_log(run.root)
     started = time.monotonic()
     done = _stages_done(run)
     data = prepare_data(cfg, run)
@@ -276,8 +281,8 @@ def run_study(cfg: ExperimentConfig, run: RunDir, serve: bool = True, keep_servi
     run.point_latest(cfg.name)
     _, cells, teacher_metrics = study_summary(run.root)
     verdict = verdict_sentence(cells)
-    print(format_table(cells, teacher_metrics))
-    print(verdict, flush=True)
+    result(format_table(cells, teacher_metrics))
+    result(verdict)
     al = al_comparison(run.root)
     summary = {"run_dir": str(run.root), "report": str(report_path), "winner": winner,
                "verdict": verdict, "active_learning": list(al["sentence"]) if len(al) else [],
@@ -295,9 +300,10 @@ def serve_and_bench(cfg: ExperimentConfig, run: RunDir, keep_serving: bool) -> d
     from raydistill.serve.app import deploy, shutdown
     from raydistill.serve.bench import run_bench
 
+    quiet_libraries()  # Serve's logger has its own console handler
     _banner("serve + bench")
     url = deploy(run.root, host=cfg.serve.host, port=cfg.serve.port)
-    print(f"[serve] student and teacher at {url} (page: {url}/, API: {url}/v1/classify)", flush=True)
+    log.info(f"[serve] student and teacher at {url} (page: {url}/, API: {url}/v1/classify)")
     try:
         bench = run_bench(run.root, cfg.bench, base_url=url)
     finally:

@@ -52,6 +52,10 @@ def test_resume_runs_only_the_unfinished_serve_stage(tiny_study_run, tmp_path, c
     results = pd.read_csv(copy / "results.csv")
     assert all((copy / d / "result.json").is_file() for d in results["trial_dir"].dropna())
     assert yaml.safe_load((copy / "serve_config.yaml").read_text())["applications"][0]["args"]["run_dir"] == str(copy)
+    # run.log: the first run's lines, then the resumed command's, with what the console showed
+    log = (copy / "run.log").read_text()
+    assert log.index("[sweep]") < log.index("=== serve + bench ===") < log.index("=== summary ===")
+    assert "[bench] over HTTP" in log and "INFO raydistill:" in log
 
 
 def test_report_command_prints_the_table(tiny_study_run, capsys):

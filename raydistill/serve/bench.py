@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from raydistill.platform import logs
 from raydistill.platform.config import BenchConfig, ExperimentConfig, load_config
 from raydistill.platform.rundir import RunDir, atomic_write_json, atomic_write_text
 from raydistill.serve import app as serve_app
@@ -58,7 +59,7 @@ BUILTIN_TEXTS = [
 
 
 def bench_texts(
-    run: RunDir, cfg: ExperimentConfig, log: Callable[[str], None] = print
+    run: RunDir, cfg: ExperimentConfig, log: Callable[[str], None] = logs.log.info
 ) -> tuple[list[str], str]:
     """Validation texts of the run's dataset when they can be loaded here, else built-in ones.
 
@@ -146,7 +147,7 @@ def _interleaved_timings(
 
 def measure_in_process(
     run: RunDir, cfg: ExperimentConfig, bench: BenchConfig, texts: list[str], models: list[str],
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = logs.log.info,
 ) -> list[dict[str, Any]]:
     """(a) texts/s of each model's ``Predictor.predict`` at each batch size, no HTTP.
 
@@ -222,7 +223,7 @@ def _serve_apps(
 
 def measure_http(
     urls: dict[str, str], models: list[str], bench: BenchConfig, texts: list[str],
-    token: str | None, timeout_s: float, log: Callable[[str], None] = print,
+    token: str | None, timeout_s: float, log: Callable[[str], None] = logs.log.info,
 ) -> list[dict[str, Any]]:
     """(b) and (c): each texts-per-request setting and concurrency level, each model, each
     stack (batched / per-request), interleaved so slow drift of a shared machine hits every
@@ -266,7 +267,7 @@ def run_bench(
     *,
     token: str | None = None,
     baseline: bool = True,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = logs.log.info,
 ) -> dict[str, Any]:
     """Benchmark a run's student and teacher; write bench.json, bench.md, plots/bench.png.
 

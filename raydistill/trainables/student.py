@@ -29,6 +29,7 @@ from raydistill.platform import metrics as M
 from raydistill.platform.config import ExperimentConfig
 from raydistill.platform.errors import CheckpointError, RaydistillError
 from raydistill.platform.layers import build_student, hidden_layer_map
+from raydistill.platform.logs import log
 from raydistill.platform.losses import kd_loss
 from raydistill.platform.models import (
     autocast_context,
@@ -259,18 +260,20 @@ class _ProgressLine(tune.Callback):
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self.done += 1
         r = trial.last_result or {}
-        print(f"[sweep] {self.done}/{self.total} {r.get(M.STRATEGY, trial.config.get('strategy'))} "
-              f"T={trial.config.get('temperature')} seed={trial.config.get('seed')}: "
-              f"val acc {r.get(M.VAL_ACCURACY, float('nan')):.4f} "
-              f"({time.monotonic() - self.started:.0f}s)", flush=True)
+        elapsed = time.monotonic() - self.started
+        eta = elapsed / self.done * (self.total - self.done)
+        log.info(f"[sweep] {self.done}/{self.total} {r.get(M.STRATEGY, trial.config.get('strategy'))} "
+                 f"T={trial.config.get('temperature')} seed={trial.config.get('seed')}: "
+                 f"val acc {r.get(M.VAL_ACCURACY, float('nan')):.4f} ({elapsed:.0f}s, "
+                 f"about {eta / 60:.0f} min to go)")
 
     def on_trial_recover(self, iteration, trials, trial, **info) -> None:
-        print(f"[sweep] {_describe(trial)} failed ({_last_error_line(trial)}); Tune retries it "
-              f"from its last checkpoint", flush=True)
+        log.warning(f"[sweep] {_describe(trial)} failed ({_last_error_line(trial)}); Tune retries it "
+                    f"from its last checkpoint")
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self.done += 1
-        print(f"[sweep] {self.done}/{self.total} {_describe(trial)} ERROR ({_last_error_line(trial)})", flush=True)
+        log.warning(f"[sweep] {self.done}/{self.total} {_describe(trial)} ERROR ({_last_error_line(trial)})")
 
 
 def _describe(trial) -> str:
@@ -311,7 +314,7 @@ def optuna_phase(cfg: ExperimentConfig, run: RunDir, shared: dict[str, Any]) -> 
         )
         best = tuner.fit().get_best_result(metric=M.VAL_ACCURACY, mode="max").config
         tuned[strategy] = {"alpha": best["alpha"], "lr": best["lr"]}
-        print(f"[sweep] optuna {strategy}: alpha={best['alpha']:.3f} lr={best['lr']:.2e}", flush=True)
+        log.info(f"[sweep] optuna {strategy}: alpha={best['alpha']:.3f} lr={best['lr']:.2e}")
     atomic_write_json(run.tune / OPTUNA_BEST, tuned)
     return tuned
 
@@ -338,7 +341,7 @@ def run_sweep(cfg: ExperimentConfig, run: RunDir, data, labeled: list[int], resu
     if resume and run.tune_experiment.exists():
         points, shared["resume"] = _points_to_resume(cfg, run, points)
         if not points:
-            print("[sweep] every trial has finished: nothing to resume", flush=True)
+            log.info("[sweep] every trial has finished: nothing to resume")
             return 0
     # Every point overrides every axis, so each of the len(points) samples is exactly one trial;
     # the axes only tell Tune the keys and their values.
@@ -355,8 +358,8 @@ def run_sweep(cfg: ExperimentConfig, run: RunDir, data, labeled: list[int], resu
     minutes = (time.monotonic() - started) / 60
     finished = sum(1 for r in grid if r.error is None and (r.metrics or {}).get(M.EPOCH) == cfg.student.epochs)
     errors = sum(1 for r in grid if r.error is not None)
-    print(f"[sweep] {finished} of {len(grid)} trials finished ({errors} in error) in {minutes * 60:.0f}s "
-          f"({finished / max(minutes, 1e-9):.1f} trials/min)", flush=True)
+    log.info(f"[sweep] {finished} of {len(grid)} trials finished ({errors} in error) in {minutes * 60:.0f}s "
+             f"({finished / max(minutes, 1e-9):.1f} trials/min)")
     if finished + errors < len(grid):  # Tune returns normally on Ctrl-C, with trials unfinished
         raise SweepInterrupted(
             f"the sweep stopped with {len(grid) - finished - errors} trials unfinished; "
@@ -391,8 +394,8 @@ def _points_to_resume(cfg: ExperimentConfig, run: RunDir,
         shutil.rmtree(trial_dir)
     todo = [p for p in points if _point_key(p) not in done]
     staged = {key: staged[key] for key in map(_point_key, todo) if key in staged}
-    print(f"[sweep] resuming: {len(points) - len(todo)} of {len(points)} trials finished, {len(todo)} to run "
-          f"({len(staged)} from their last checkpoint)", flush=True)
+    log.info(f"[sweep] resuming: {len(points) - len(todo)} of {len(points)} trials finished, {len(todo)} to run "
+             f"({len(staged)} from their last checkpoint)")
     return todo, staged
 
 
@@ -439,8 +442,8 @@ def export_winner(cfg: ExperimentConfig, run: RunDir, data) -> dict[str, Any]:
                     "test_accuracy_std": float(np.std(test_accuracy, ddof=1)) if len(test_accuracy) > 1 else 0.0},
     }
     atomic_write_json(run.student / "provenance.json", provenance)
-    print(f"[sweep] exported the best-mean cell's best seed: {strategy} T={temperature:g} "
-          f"(seed {int(best['seed'])}) -> {run.student}", flush=True)
+    log.info(f"[sweep] exported the best-mean cell's best seed: {strategy} T={temperature:g} "
+             f"(seed {int(best['seed'])}) -> {run.student}")
     return provenance
 
 

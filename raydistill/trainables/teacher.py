@@ -35,6 +35,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from raydistill.platform import metrics as M
 from raydistill.platform.config import ExperimentConfig
+from raydistill.platform.logs import log
 from raydistill.platform.models import (
     accuracy,
     autocast_context,
@@ -229,11 +230,12 @@ def _finish_round(model, row, validation, learner, config, rank, world, device) 
 
 
 class _RoundProgress:
-    """Prints each finished round from the driver (workers' stdout is not forwarded by default)
+    """Logs each finished round from the driver (workers' stdout is not forwarded by default)
     by polling the actor's learning curve while ``fit`` blocks."""
 
-    def __init__(self, learner, acquisition: str, interval_s: float = 1.0) -> None:
+    def __init__(self, learner, acquisition: str, rounds: int, interval_s: float = 1.0) -> None:
         self._learner, self._acquisition, self._interval = learner, acquisition, interval_s
+        self._rounds = rounds  # acquisitions: rounds 0..rounds train
         self._printed: set[int] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
@@ -259,11 +261,11 @@ class _RoundProgress:
         for point in curve:
             if point[M.ROUND] not in self._printed:
                 self._printed.add(point[M.ROUND])
-                print(f"[teacher/{self._acquisition}] round {point[M.ROUND]}: labelled "
-                      f"{point[M.LABELED_COUNT]}, train loss {point[M.TRAIN_LOSS]:.4f}, val loss "
-                      f"{point[M.VAL_LOSS]:.4f}, val acc {point[M.VAL_ACCURACY]:.4f} (acquire "
-                      f"{point.get('acquire_s', 0):.1f}s, train {point.get('train_s', 0):.1f}s, evaluate "
-                      f"{point.get('eval_s', 0):.1f}s)", flush=True)
+                log.info(f"[teacher/{self._acquisition}] round {point[M.ROUND]}/{self._rounds}: labelled "
+                         f"{point[M.LABELED_COUNT]}, train loss {point[M.TRAIN_LOSS]:.4f}, val loss "
+                         f"{point[M.VAL_LOSS]:.4f}, val acc {point[M.VAL_ACCURACY]:.4f} (acquire "
+                         f"{point.get('acquire_s', 0):.1f}s, train {point.get('train_s', 0):.1f}s, evaluate "
+                         f"{point.get('eval_s', 0):.1f}s)")
 
 
 def preflight_teacher(cfg: ExperimentConfig) -> None:
@@ -331,7 +333,7 @@ def train_teacher(
             failure_config=FailureConfig(max_failures=t.max_failures),
         ),
     )
-    with _RoundProgress(learner, acquisition):
+    with _RoundProgress(learner, acquisition, cfg.al.rounds):
         result = trainer.fit()
     if result.checkpoint is None:
         raise RuntimeError(f"teacher run '{acquisition}' produced no checkpoint: {result.error}")
@@ -394,6 +396,6 @@ def run_teacher_stage(cfg: ExperimentConfig, run: RunDir, data: PreparedData,
         runs.append(train_teacher(cfg, run, data, "random", start_from=runs[0]))
     write_curve(run, runs)
     scores = export_teacher(cfg, run, data, runs[0].checkpoint_dir)
-    print(f"[teacher] exported to {run.teacher} (val acc {scores['validation_accuracy']:.4f}, "
-          f"test acc {scores['test_accuracy']:.4f}) in {time.monotonic() - started:.0f}s", flush=True)
+    log.info(f"[teacher] exported to {run.teacher} (val acc {scores['validation_accuracy']:.4f}, "
+             f"test acc {scores['test_accuracy']:.4f}) in {time.monotonic() - started:.0f}s")
     return {"runs": runs, **scores}
