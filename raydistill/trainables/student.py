@@ -359,7 +359,8 @@ def run_sweep(cfg: ExperimentConfig, run: RunDir, data, labeled: list[int], resu
     finished = sum(1 for r in grid if r.error is None and (r.metrics or {}).get(M.EPOCH) == cfg.student.epochs)
     errors = sum(1 for r in grid if r.error is not None)
     log.info(f"[sweep] {finished} of {len(grid)} trials finished ({errors} in error) in {minutes * 60:.0f}s "
-             f"({finished / max(minutes, 1e-9):.1f} trials/min)")
+             f"({finished / max(minutes, 1e-9):.1f} trials/min); curves per trial: "
+             f"tensorboard --logdir {run.tune_experiment}")
     if finished + errors < len(grid):  # Tune returns normally on Ctrl-C, with trials unfinished
         raise SweepInterrupted(
             f"the sweep stopped with {len(grid) - finished - errors} trials unfinished; "
