@@ -37,12 +37,12 @@ def actor_scoring(run, data, model, scorers: int, cpus: float, batch_size: int, 
 
     from raydistill.trainables.active_learner import ActiveLearner, ScoringPlan
 
-    pool_ref = ray.put(data.encoded["train"])
     weights = ray.put(model.state_dict())
     n = len(data.encoded["train"])
     plan = ScoringPlan("entropy", scorers, cpus, 0.0, batch_size, 2, data.pad_token_id)
     state = {"pool_size": n, "initial_labeled": 1, "query_size": 1, "rounds": repeats + 1, "seed": 0}
-    learner = ActiveLearner.remote(str(run.root / "bench" / f"s{scorers}-{time.time_ns()}"), state, plan, [pool_ref])
+    learner = ActiveLearner.remote(str(run.root / "bench" / f"s{scorers}-{time.time_ns()}"), state, plan,
+                                   str(data.files["train"]))
     ray.get(learner.acquire.remote(1, [weights], model.config.to_dict()))  # warm-up: starts the scorers
     best = 0.0
     for r in range(2, repeats + 2):

@@ -2,13 +2,20 @@
 once per run, tokenise every split once, and write the evaluation labels into the run dir.
 
 The tokenizer is saved under ``<run>/tokenizer`` the first time and reloaded after, so the
-teacher, every student trial and the Serve replicas see exactly the same vocabulary.
+teacher, every student trial and the Serve replicas see exactly the same vocabulary. The
+tokenised splits are cached under ``<run>/cache``, keyed by the data's and the tokenizer's
+content hashes and the max length: a resumed run, a sweep or a bench reads them instead of
+tokenising again, and a changed input misses the cache instead of reading stale ids.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -24,11 +31,13 @@ EVAL_SPLITS = ("validation", "test")
 
 @dataclass(frozen=True)
 class PreparedData:
-    """A dataset with its tokenizer and every split tokenised once."""
+    """A dataset with its tokenizer and every split tokenised once (``files``: where each
+    tokenised split is cached, for processes that load it themselves)."""
 
     dataset: TextDataset
     tokenizer: PreTrainedTokenizerFast
     encoded: dict[str, Encoded]
+    files: dict[str, Path]
 
     @property
     def pad_token_id(self) -> int:
@@ -43,14 +52,48 @@ def prepare_data(cfg: ExperimentConfig, run: RunDir) -> PreparedData:
     else:
         tokenizer = build_tokenizer(cfg.tokenizer, dataset.train.texts + (dataset.train.text_pairs or []))
         tokenizer.save_pretrained(str(run.tokenizer))
-    encoded = {
-        name: encode(tokenizer, dataset.split(name), cfg.tokenizer.max_length)
-        for name in ("train", *EVAL_SPLITS)
-    }
+    key = hashlib.sha256("|".join([
+        dataset.fingerprint(), tokenizer.backend_tokenizer.to_str(), str(cfg.tokenizer.max_length),
+    ]).encode()).hexdigest()[:16]
+    encoded, files = {}, {}
+    for name in ("train", *EVAL_SPLITS):
+        path = files[name] = run.cache / f"{name}-{key}.npz"
+        if path.is_file():
+            encoded[name] = load_encoded(path)
+        else:
+            encoded[name] = encode(tokenizer, dataset.split(name), cfg.tokenizer.max_length)
+            save_encoded(path, encoded[name])
     for name in EVAL_SPLITS:
         save_array(run.eval_labels(name), encoded[name].labels)
     atomic_write_text(run.labels / "label_names.json", json.dumps(dataset.label_names))
-    return PreparedData(dataset=dataset, tokenizer=tokenizer, encoded=encoded)
+    return PreparedData(dataset=dataset, tokenizer=tokenizer, encoded=encoded, files=files)
+
+
+def save_encoded(path: Path, encoded: Encoded) -> None:
+    """A tokenised split as flat arrays plus row offsets (``.npz``, atomic, never pickled)."""
+    offsets = np.concatenate([[0], np.cumsum(encoded.lengths)]).astype(np.int64)
+
+    def flat(rows: list[list[int]]) -> np.ndarray:
+        return np.fromiter((t for row in rows for t in row), dtype=np.int32, count=int(offsets[-1]))
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
+    os.close(fd)
+    try:
+        np.savez(tmp, input_ids=flat(encoded.input_ids), token_type_ids=flat(encoded.token_type_ids),
+                 offsets=offsets, labels=np.asarray(encoded.labels))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_encoded(path: Path) -> Encoded:
+    """What :func:`save_encoded` wrote."""
+    with np.load(path, allow_pickle=False) as z:
+        offsets, ids, types = z["offsets"], z["input_ids"].tolist(), z["token_type_ids"].tolist()
+        rows = list(zip(offsets[:-1].tolist(), offsets[1:].tolist()))
+        return Encoded([ids[a:b] for a, b in rows], [types[a:b] for a, b in rows], z["labels"])
 
 
 def transfer_indices(pool_size: int, transfer_size: int | None, seed: int) -> np.ndarray:

@@ -24,6 +24,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification
 from raydistill.platform.acquisition import ACQUISITIONS, score_batches
 from raydistill.platform.layers import lookup
 from raydistill.platform.pool import PoolLearner
+from raydistill.platform.prepared import load_encoded
 from raydistill.platform.rundir import atomic_write_json
 from raydistill.platform.text import Encoded, LengthBucketSampler
 
@@ -82,10 +83,14 @@ def shard_batches(lengths: np.ndarray, candidates: np.ndarray, batch_size: int, 
 class ActiveLearner:
     """Ray actor around a PoolLearner, persisted under ``state_dir`` after every change."""
 
-    def __init__(self, state_dir: str, learner: dict[str, Any], plan: ScoringPlan, pool_ref: list) -> None:
+    def __init__(self, state_dir: str, learner: dict[str, Any], plan: ScoringPlan, pool_file: str) -> None:
         self._path = Path(state_dir) / "state.json"
         self._plan = plan
-        self._pool_ref = pool_ref[0]  # wrapped in a list so Ray does not resolve it eagerly
+        # The tokenised pool is read from the run's cache, not passed as an object ref: a
+        # restarted actor (max_restarts=-1) rebuilds itself from files alone, whatever became of
+        # the driver that created it.
+        self._pool_file = pool_file
+        self._pool_ref = None  # put in the object store on first use, owned by this actor
         self._scorers: list = []  # started on first use: the random baseline never needs them
         if self._path.is_file():  # a restart: the persisted state is authoritative
             state = json.loads(self._path.read_text(encoding="utf-8"))
@@ -120,6 +125,8 @@ class ActiveLearner:
         rule = lookup(ACQUISITIONS, plan.acquisition, "acquisition")
         if rule.pool_scores is not None:  # model-free: drawn per pool index, no scorers needed
             return rule.pool_scores(learner.seed, round, learner.pool_size)[candidates]
+        if self._pool_ref is None:
+            self._pool_ref = ray.put(load_encoded(Path(self._pool_file)))
         pool: Encoded = ray.get(self._pool_ref)
         shards = shard_batches(pool.lengths, candidates, plan.batch_size, plan.scorers)
         if not self._scorers:

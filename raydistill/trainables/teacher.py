@@ -304,7 +304,7 @@ def train_teacher(
         str(run.al / acquisition),
         {"pool_size": len(data.encoded["train"]), "initial_labeled": al.initial_labeled,
          "query_size": al.query_size, "rounds": al.rounds, "seed": cfg.seed},
-        plan, [pool_ref])
+        plan, str(data.files["train"]))
     round0 = None
     if start_from is not None:
         round0 = str(run.al / start_from.acquisition / ROUND0_DIR)

@@ -400,3 +400,32 @@ def test_unsupported_type_and_directory_without_train(tmp_path):
     _write(_rows(10), folder / "train.csv")
     _write(_rows(10), folder / "train.jsonl")
     assert "more than one train file: ['train.csv', 'train.jsonl']" in _error(_file_cfg(folder))
+
+
+def test_tokenised_splits_are_cached_by_data_tokenizer_and_length(tmp_path, monkeypatch):
+    """The second prepare reads RUN/cache instead of tokenising; a changed max length misses it."""
+    from raydistill.platform import prepared
+    from raydistill.platform.config import config_from_dict
+    from raydistill.platform.rundir import RunDir
+
+    path = _write(_rows(120), tmp_path / "reviews.csv")
+    cfg = config_from_dict({"data": {"source": "file", "path": str(path)},
+                            "tokenizer": {"vocab_size": 200, "max_length": 16}})
+    run = RunDir(tmp_path / "run")
+    run.root.mkdir()
+    first = prepared.prepare_data(cfg, run)
+    assert len(list(run.cache.glob("*.npz"))) == 3  # train, validation, test
+
+    def no_tokenising(*args, **kwargs):
+        raise AssertionError("tokenised again despite the cache")
+
+    monkeypatch.setattr(prepared, "encode", no_tokenising)
+    again = prepared.prepare_data(cfg, run)
+    for name, enc in first.encoded.items():
+        cached = again.encoded[name]
+        assert cached.input_ids == enc.input_ids and cached.token_type_ids == enc.token_type_ids
+        np.testing.assert_array_equal(cached.labels, enc.labels)
+        np.testing.assert_array_equal(cached.lengths, enc.lengths)
+    longer = config_from_dict({**cfg.model_dump(mode="json"), "tokenizer": {"vocab_size": 200, "max_length": 32}})
+    with pytest.raises(AssertionError, match="tokenised again"):
+        prepared.prepare_data(longer, run)

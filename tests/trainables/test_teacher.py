@@ -69,8 +69,7 @@ def _learner(run, data, cfg, name, scorers, acquisition="entropy"):
     plan = ScoringPlan(acquisition, scorers, 0.25, 0.0, 64, 3, data.pad_token_id)
     learner_state = {"pool_size": len(data.encoded["train"]), "initial_labeled": cfg.al.initial_labeled,
                      "query_size": cfg.al.query_size, "rounds": cfg.al.rounds, "seed": cfg.seed}
-    return ActiveLearner.remote(str(run.root / "scratch" / name), learner_state, plan,
-                                [ray.put(data.encoded["train"])])
+    return ActiveLearner.remote(str(run.root / "scratch" / name), learner_state, plan, str(data.files["train"]))
 
 
 @pytest.mark.parametrize("acquisition", ["entropy", "bald"])
