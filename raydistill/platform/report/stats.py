@@ -13,11 +13,14 @@ the interval lies below 0, else ``tied with best``. The interval carries both so
 - **seeds** -- each cell's seeds are drawn with replacement. With 2-3 seeds that alone is too
   coarse (3 or 10 distinct means, variance (n-1)/n of the unbiased one), and a seed variance
   estimated from 1-2 degrees of freedom is mostly noise, so the seed draw is (a) rescaled to the
-  seed variance pooled over all cells, net of the seed-by-example noise that the example draw
-  already carries, (b) smoothed with a Gaussian kernel of the same width (half the variance
-  each), and (c) multiplied in each resample by sqrt(df / chi2_df), df the pooled seed degrees
-  of freedom shrunk for that subtraction (Satterthwaite), so an uncertain seed variance widens
-  the tails as Student's t does.
+  seed variance pooled over all cells, (b) smoothed with a Gaussian kernel of the same width
+  (half the variance each), and (c) that pooled variance is itself drawn in each resample --
+  observed x df / chi2_df, df the pooled seed degrees of freedom, so an uncertain seed variance
+  widens the tails as Student's t does -- before the seed-by-example noise that the example draw
+  already carries is taken off (floored at 0). That noise averages N examples and is known
+  precisely; only the observed variance is uncertain. (An earlier version subtracted first and
+  shrank df by Satterthwaite's rule: when seeds barely differ beyond their example noise, df fell
+  to 1 and Cauchy tails made every interval several points wide.)
 
 Choosing the best cell by its observed mean biases every comparison with it (the winner's
 curse: the maximum of 13 equal cells sits well above their common mean). The reference
@@ -31,10 +34,10 @@ smaller set, and testing stops at the first cell that is not rejected. A cell's 
 critical value of the step that decided it, so "the interval excludes 0" and "worse" always agree.
 
 Calibration is proven by simulation in tests/platform/report/test_stats.py (13 cells, 2 and 3
-seeds, seed std 1 point, 1,000 examples on which two students agree 90%): a false "worse" in at
-most 8% of null studies (measured: 1.0% with 2 seeds, 1.5% with 3; 0.8% / 0.5% when the
-seed-by-example noise was counted twice), a planted 4-point drop found in at least 80%
-(measured: 94%, from 92%).
+seeds, 1,000 examples on which two students agree 90%): with a seed std of 1 point, a false
+"worse" in at most 8% of null studies (measured: 7.0% with 2 seeds, 6.8% with 3) and a planted
+4-point drop found in at least 80% (measured: 95.2% with 3 seeds); with seeds that barely differ
+(0.2 points), 2.2% / 3.0% false alarms and the drop found in 99.8% / 100%.
 """
 
 from __future__ import annotations
@@ -124,8 +127,11 @@ def compare_with_best(
     if df == 0 or k == 1:
         verdict = [BEST if c == best else NOT_TESTED for c in range(k)]
         return Comparison(best, diff, nan, nan.copy(), nan.copy(), verdict, 0 if x is None else x.shape[0], df)
-    seed_var, seed_df = _population_seed_variance(accs, cells, df)
-    draws = _example_draws(x, means, n_resamples, rng) + _seed_draws(accs, seed_var, seed_df, n_resamples, rng)
+    observed, noise = _seed_variance_parts(accs, cells, df)
+    # The seed variance itself is uncertain (df degrees of freedom): each resample draws the
+    # observed pooled variance from its sampling distribution, then takes the example noise off.
+    pooled = np.maximum(observed * df / rng.chisquare(df, size=n_resamples) - noise, 0.0)
+    draws = _example_draws(x, means, n_resamples, rng) + _seed_draws(accs, pooled, n_resamples, rng)
     low, high, p_adj, worse = _step_down(means, draws, best, alpha)
     verdict = [BEST if c == best else (WORSE if worse[c] else TIED) for c in range(k)]
     return Comparison(best, diff, low, high, p_adj, verdict, 0 if x is None else x.shape[0], df)
@@ -144,28 +150,27 @@ def _validated(seed_accuracy, correct) -> tuple[list[np.ndarray], list[np.ndarra
     return [c.mean(axis=1, dtype=np.float64) for c in cells], cells
 
 
-def _population_seed_variance(accs: list[np.ndarray], cells: list[np.ndarray] | None,
-                              df: int) -> tuple[float, float]:
-    """(variance, degrees of freedom) of one seed's accuracy, pooled over cells, net of example
-    noise.
+def _seed_variance_parts(accs: list[np.ndarray], cells: list[np.ndarray] | None,
+                         df: int) -> tuple[float, float]:
+    """(observed, noise): one seed's accuracy variance pooled over cells (``df`` degrees of
+    freedom), and the part of it that is seed x example noise.
 
     Two seeds of a cell measured on the same N examples differ by their population accuracies
     AND by the examples on which one is right and the other wrong (seed x example noise, of
     variance sigma2_e / N). The example draw already carries that noise, since it resamples the
     seed-averaged correctness; counting it again in the seed draw made the policy flag a false
-    difference in well under 1% of null studies where 5% is nominal. So the within-cell, within-
-    example spread of correctness (each seed centred on its own accuracy) is subtracted here. The
-    difference is as uncertain as the observed variance it comes from, so its degrees of freedom
-    shrink by (net / observed)^2 (Satterthwaite), which widens the t-like tails accordingly."""
+    difference in well under 1% of null studies where 5% is nominal. So the seed draw uses
+    observed - noise, noise being the within-cell, within-example spread of correctness (each
+    seed centred on its own accuracy): known precisely (it averages N examples), while the
+    observed variance is uncertain, which the caller draws per resample."""
     observed = sum(((a - a.mean()) ** 2).sum() for a in accs) / df
-    if cells is None or observed == 0:
-        return observed, float(df)
+    if cells is None:
+        return observed, 0.0
     noise = 0.0  # sum over cells of (seeds - 1) x the per-example variance across seeds
     for c in cells:
         r = c - c.mean(axis=1, keepdims=True)  # [seeds, N]: each seed minus its accuracy
         noise += ((r - r.mean(axis=0)) ** 2).sum(axis=0).mean()
-    net = max(observed - noise / df / cells[0].shape[1], 0.0)
-    return net, max(df * (net / observed) ** 2, 1.0)
+    return observed, noise / df / cells[0].shape[1]
 
 
 def _example_draws(x: np.ndarray | None, means: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -184,21 +189,22 @@ def _example_draws(x: np.ndarray | None, means: np.ndarray, n: int, rng: np.rand
     return out
 
 
-def _seed_draws(accs: list[np.ndarray], pooled: float, df: float, n: int, rng: np.random.Generator) -> np.ndarray:
-    """[B, K] seed-level deviations of each cell's mean: resampled seeds rescaled to the pooled
-    seed variance, smoothed by a Gaussian kernel, scaled by sqrt(df / chi2_df) per resample."""
+def _seed_draws(accs: list[np.ndarray], pooled: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """[B, K] seed-level deviations of each cell's mean: resampled seeds rescaled to the
+    resample's pooled seed variance (``pooled`` [B]), smoothed by a Gaussian kernel."""
     out = np.empty((n, len(accs)))
     for c, a in enumerate(accs):
-        target = np.sqrt(pooled / len(a))  # SD of the cell mean's seed component
         spread = a.std(ddof=1) if len(a) > 1 else 0.0
-        kernel = rng.standard_normal(n) * target
+        kernel = rng.standard_normal(n)
         if spread > 0:
             idx = rng.integers(0, len(a), size=(n, len(a)))
-            resampled = (a[idx].mean(axis=1) - a.mean()) * np.sqrt(len(a) / (len(a) - 1)) / spread * np.sqrt(pooled)
-            out[:, c] = np.sqrt(1 - KERNEL_SHARE) * resampled + np.sqrt(KERNEL_SHARE) * kernel
+            # the resampled mean's deviation, standardised to unit variance
+            resampled = (a[idx].mean(axis=1) - a.mean()) * np.sqrt(len(a) ** 2 / (len(a) - 1)) / spread
+            unit = np.sqrt(1 - KERNEL_SHARE) * resampled + np.sqrt(KERNEL_SHARE) * kernel
         else:  # one seed (or identical seeds): nothing to resample, the kernel carries it all
-            out[:, c] = kernel
-    return out * np.sqrt(df / rng.chisquare(df, size=(n, 1)))
+            unit = kernel
+        out[:, c] = unit * np.sqrt(pooled / len(a))  # the cell mean's seed SD in this resample
+    return out
 
 
 def _step_down(means: np.ndarray, draws: np.ndarray, best: int, alpha: float):

@@ -113,21 +113,21 @@ CELLS_N, EXAMPLES, STUDIES, RESAMPLES = 13, 1000, 400, 300
 SEED_SD, DROP = 0.01, 0.04
 
 
-def _study(rng: np.random.Generator, seeds: int, drop: float = 0.0) -> np.ndarray:
+def _study(rng: np.random.Generator, seeds: int, drop: float = 0.0, seed_sd: float = SEED_SD) -> np.ndarray:
     """[cells, seeds, examples] correctness; the last cell is `drop` lower in truth."""
     theta = rng.normal(MU, TAU, EXAMPLES)
     slope = stats.norm.pdf(theta).mean()  # accuracy per unit of latent shift
-    offset = rng.normal(0.0, SEED_SD, (CELLS_N, seeds))
+    offset = rng.normal(0.0, seed_sd, (CELLS_N, seeds))
     offset[-1] -= drop
     return theta + (offset / slope)[..., None] + rng.standard_normal((CELLS_N, seeds, EXAMPLES)) > 0
 
 
-def _flag_rates(seeds: int, drop: float) -> tuple[float, float]:
+def _flag_rates(seeds: int, drop: float, seed_sd: float = SEED_SD) -> tuple[float, float]:
     """(share of studies with any cell `worse`, share with the last cell `worse`)."""
-    rng = np.random.default_rng(1000 * seeds + int(1000 * drop))
+    rng = np.random.default_rng(1000 * seeds + int(1000 * drop) + int(1e5 * seed_sd))
     any_worse = last_worse = 0
     for i in range(STUDIES):
-        correct = _study(rng, seeds, drop)
+        correct = _study(rng, seeds, drop, seed_sd)
         result = S.compare_with_best([c.mean(axis=1) for c in correct], list(correct),
                                      n_resamples=RESAMPLES, seed=i)
         any_worse += S.WORSE in result.verdict
@@ -149,17 +149,16 @@ def test_seed_variance_is_net_of_the_example_noise_the_example_draw_carries() ->
     # Observed seed-to-seed variance = the 1-point offsets + each student's own example noise;
     # the policy keeps only the first for its seed draw (the example draw has the second).
     rng = np.random.default_rng(7)
-    observed, net, dfs = [], [], []
+    observed, net = [], []
     for _ in range(40):
         correct = list(_study(rng, seeds=3))
         accs = [c.mean(axis=1) for c in correct]
-        observed.append(np.mean([a.var(ddof=1) for a in accs]))
-        v, df = S._population_seed_variance(accs, correct, df=2 * CELLS_N)
-        net.append(v)
-        dfs.append(df)
+        pooled, noise = S._seed_variance_parts(accs, correct, df=2 * CELLS_N)
+        assert pooled == pytest.approx(np.mean([a.var(ddof=1) for a in accs]))
+        observed.append(pooled)
+        net.append(pooled - noise)
     assert np.mean(observed) > 1.3 * SEED_SD**2
     assert np.mean(net) == pytest.approx(SEED_SD**2, rel=0.15)
-    assert 1 <= min(dfs) and max(dfs) < 2 * CELLS_N  # the subtraction costs degrees of freedom
 
 
 @pytest.mark.parametrize("seeds", [2, 3])
@@ -176,11 +175,17 @@ def test_a_planted_4_point_drop_is_found_with_3_seeds() -> None:
     assert found >= 0.80, f"the planted drop was found in {found:.1%} of {STUDIES} studies (need 80%)"
 
 
-def test_a_13_cell_study_takes_well_under_a_second() -> None:
-    import time
+QUIET_SEED_SD = 0.002  # seeds that barely differ beyond their own example noise
 
-    rng = np.random.default_rng(0)
-    correct = [rng.random((3, 1300)) < 0.8 for _ in range(13)]
-    started = time.perf_counter()
-    S.compare_with_best([c.mean(axis=1) for c in correct], correct, n_resamples=2000)
-    assert time.perf_counter() - started < 1.0
+
+@pytest.mark.parametrize("seeds", [2, 3])
+def test_seeds_that_barely_differ_keep_the_calibration_and_the_power(seeds: int) -> None:
+    """When the seed-to-seed spread is mostly seed x example noise (net seed variance near 0),
+    the net variance is a small difference of two close numbers. Treating it as a scaled chi2
+    with Satterthwaite's degrees of freedom (down to 1: Cauchy tails) made every interval
+    several points wide; drawing the observed variance and subtracting the noise keeps both."""
+    null, _ = _flag_rates(seeds, 0.0, QUIET_SEED_SD)
+    _, found = _flag_rates(seeds, DROP, QUIET_SEED_SD)
+    print(f"\nseed SD {100 * QUIET_SEED_SD:.1f} points, {seeds} seeds: false alarms {null:.1%}, "
+          f"planted 4-point drop found {found:.1%} of {STUDIES} studies")
+    assert null <= 0.08 and found >= 0.80, (null, found)
