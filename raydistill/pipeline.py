@@ -31,6 +31,9 @@ _RAY_ENV = {
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
     "TOKENIZERS_PARALLELISM": "false",
     "RAY_DEDUP_LOGS": "1",
+    # Tune's console box and its TensorBoard hint (into Ray's temporary session directory): the
+    # sweep logs its own progress lines and points at RUN/tune/students instead.
+    "RAY_AIR_NEW_OUTPUT": "0",
 }
 
 
