@@ -152,7 +152,8 @@ def main() -> None:
     cpus = args.cpus or len(os.sched_getaffinity(0))
     torch.set_num_threads(cpus)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    source = {"run_dir": args.run_dir, "shape": args.shape}
+    # absolute: Ray Train's workers run in their own working directory
+    source = {"run_dir": args.run_dir and str(Path(args.run_dir).resolve()), "shape": args.shape}
     teacher = build_teacher(source)
     layers, hidden = teacher.config.num_hidden_layers, teacher.config.hidden_size
     config = {"source": source, "vocab": min(teacher.config.vocab_size, 30000), "batch": args.batch,
