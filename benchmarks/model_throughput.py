@@ -19,13 +19,14 @@ import argparse
 import contextlib
 import itertools
 import json
-import platform
 import statistics
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+
+from raydistill.platform.machine import cpu_name
 
 SHAPES = {  # (teacher layers, student layers, hidden, heads, intermediate): random weights
     "bert-base": (12, 6, 768, 12, 3072),
@@ -114,7 +115,7 @@ def main() -> None:
     layers = {name: m.config.num_hidden_layers for name, m in models.items()}
 
     rows = []
-    print(f"device {torch.cuda.get_device_name(0) if gpu else platform.processor() or 'cpu'}, "
+    print(f"device {torch.cuda.get_device_name(0) if gpu else cpu_name()}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads; layers {layers}")
     print("| seq | batch | dtype | teacher texts/s | student texts/s | student/teacher |")
     print("|---|---|---|---|---|---|")
@@ -139,7 +140,7 @@ def main() -> None:
     out.write_text(json.dumps({
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "source": args.run_dir or f"random {args.shape}", "layers": layers, "device": device.type,
-        "gpu": torch.cuda.get_device_name(0) if gpu else None, "cpu": platform.processor(),
+        "gpu": torch.cuda.get_device_name(0) if gpu else None, "cpu": cpu_name(),
         "threads": torch.get_num_threads(), "torch": torch.__version__, "rows": rows,
     }, indent=2) + "\n")
     print(f"wrote {out}")

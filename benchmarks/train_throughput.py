@@ -18,13 +18,14 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from raydistill.platform.machine import cpu_name
 
 SHAPES = {"bert-base": (12, 768, 12, 3072), "minilm": (6, 384, 12, 1536)}  # random-weight teachers
 
@@ -181,7 +182,7 @@ def main() -> None:
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "source": args.run_dir or f"random {args.shape}",
         "layers": layers, "hidden": hidden, "seq": args.seq, "batch": args.batch, "dtype": args.dtype,
-        "device": device.type, "cpu": platform.processor(), "cpus": cpus, "workers": args.workers,
+        "device": device.type, "cpu": cpu_name(), "cpus": cpus, "workers": args.workers,
         "peak_tflops": peak, "peak_source": peak_source, "flops_per_sequence": flops,
         "sequences_per_s": rows, "mfu": {k: v * flops / 1e12 / peak for k, v in rows.items()},
         "torch": torch.__version__,

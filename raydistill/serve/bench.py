@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterator
 
 from raydistill.platform import logs
 from raydistill.platform.config import BenchConfig, ExperimentConfig, load_config
+from raydistill.platform.machine import cpu_name
 from raydistill.platform.rundir import RunDir, atomic_write_json, atomic_write_text
 from raydistill.serve import app as serve_app
 from raydistill.serve.loadgen import run_load
@@ -82,14 +83,7 @@ def machine_info() -> dict[str, Any]:
     import ray
     import torch
 
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     cuda = torch.cuda.is_available()
     return {
         "cpu": cpu,
