@@ -116,8 +116,9 @@ def test_study_runs_as_a_ray_job(ray_head, tmp_path, repo_root, tiny_overrides):
     logs = _ray(env, "job", "logs", "--address", address, job_id).stdout
     assert client.get_job_status(job_id) == JobStatus.SUCCEEDED, logs[-3000:]
     assert "=== summary ===" in logs and "exported student:" in logs
-    run_dirs = list(runs.glob("tiny-*"))
+    run_dirs = [d for d in runs.glob("tiny-*") if not d.is_symlink()]
     assert len(run_dirs) == 1
+    assert (runs / "tiny-latest").resolve() == run_dirs[0].resolve()  # the finished study's link
     report = (run_dirs[0] / "report.md").read_text()
     assert "top" in report and "random" in report
     assert (run_dirs[0] / "student" / "provenance.json").is_file()
