@@ -18,6 +18,8 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
+import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -104,8 +106,9 @@ def train_loop(config: dict[str, Any]) -> dict[str, float]:
     if device.type == "cuda":
         torch.cuda.synchronize()
     result = {"sequences_per_s": config["steps"] * batch / (time.perf_counter() - started)}
-    if in_ray:
-        ray.train.report(result)
+    if in_ray:  # each rank's rate to a file: Train V2 keeps no metrics without a checkpoint
+        rank = ray.train.get_context().get_world_rank()
+        (Path(config["result_dir"]) / f"rank{rank}.json").write_text(json.dumps(result))
     return result
 
 
@@ -116,20 +119,24 @@ def through_ray_train(config: dict[str, Any], workers: int, cpus: int) -> float:
     from ray.train.torch import TorchTrainer
 
     per_worker = max(1, cpus // workers)
+    result_dir = Path(tempfile.mkdtemp(prefix="train-throughput-"))
     ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False,
              logging_level="ERROR")
     try:
         trainer = TorchTrainer(
             train_loop,
-            train_loop_config={**config, "in_ray": True, "threads": per_worker},
+            train_loop_config={**config, "in_ray": True, "threads": per_worker, "result_dir": str(result_dir)},
             scaling_config=ScalingConfig(num_workers=workers, use_gpu=torch.cuda.is_available(),
                                          resources_per_worker={"CPU": per_worker}),
             run_config=RunConfig(name=f"train-throughput-{time.time_ns()}",
                                  storage_path=str(Path("/tmp") / "raydistill-bench")),
         )
-        return trainer.fit().metrics["sequences_per_s"] * workers  # each worker's own batch
+        trainer.fit()
+        # DDP: each worker trains its own batch, so the group's rate is the sum
+        return sum(json.loads(f.read_text())["sequences_per_s"] for f in result_dir.glob("rank*.json"))
     finally:
         ray.shutdown()
+        shutil.rmtree(result_dir, ignore_errors=True)
 
 
 def main() -> None:
