@@ -40,17 +40,20 @@ def models_from_run(run_dir: Path) -> dict[str, torch.nn.Module]:
     return {name: load_classifier(run_dir / name) for name in ("teacher", "student")}
 
 
-def models_from_shape(shape: str) -> dict[str, torch.nn.Module]:
-    from transformers import BertConfig, BertForSequenceClassification
+def random_bert(shape: str, layers: int) -> torch.nn.Module:
+    """A randomly initialised BERT classifier of ``shape``'s width with ``layers`` layers,
+    built as the platform builds a from-scratch teacher."""
+    from raydistill.platform.config import TeacherConfig
+    from raydistill.platform.models import build_teacher
 
-    teacher_layers, student_layers, hidden, heads, intermediate = SHAPES[shape]
-    torch.manual_seed(0)
-    return {
-        name: BertForSequenceClassification(BertConfig(
-            num_hidden_layers=layers, hidden_size=hidden, num_attention_heads=heads,
-            intermediate_size=intermediate, num_labels=2, max_position_embeddings=512))
-        for name, layers in (("teacher", teacher_layers), ("student", student_layers))
-    }
+    _, _, hidden, heads, intermediate = SHAPES[shape]
+    cfg = TeacherConfig(num_layers=layers, hidden_size=hidden, num_heads=heads, intermediate_size=intermediate)
+    return build_teacher(cfg, num_labels=2, vocab_size=30522, max_length=512)
+
+
+def models_from_shape(shape: str) -> dict[str, torch.nn.Module]:
+    teacher_layers, student_layers = SHAPES[shape][:2]
+    return {"teacher": random_bert(shape, teacher_layers), "student": random_bert(shape, student_layers)}
 
 
 def _autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextManager:

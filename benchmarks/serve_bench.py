@@ -75,7 +75,6 @@ def main(argv: list[str] | None = None) -> int:
         run = RunDir.existing(args.run_dir)
         bench = load_config(run.config, args.overrides).bench
         ray.init(address=args.address, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-        logs.quiet_libraries()
         try:
             result = run_bench(run.root, bench, base_url=args.base_url, baseline=not args.no_baseline)
         finally:

@@ -29,23 +29,21 @@ import torch
 
 from raydistill.platform.machine import cpu_name
 
-SHAPES = {"bert-base": (12, 768, 12, 3072), "minilm": (6, 384, 12, 1536)}  # random-weight teachers
+from model_throughput import SHAPES  # a dict: Ray pickles it by value with the loop below
 
 
 def build_teacher(source: dict[str, Any]) -> torch.nn.Module:
-    """The run's teacher (``{"run_dir": ...}``) or a random one of a shape (``{"shape": ...}``);
-    imports inside, so a Ray worker builds it from this plain dict."""
+    """The run's teacher (``{"run_dir": ...}``) or a random one of a shape (``{"shape": ...}``),
+    built as the platform builds a from-scratch teacher; imports inside, so a Ray worker builds
+    it from this plain dict (it cannot import this folder's modules)."""
+    from raydistill.platform.config import TeacherConfig
+    from raydistill.platform.models import build_teacher as platform_teacher, load_classifier
+
     if source.get("run_dir"):
-        from raydistill.platform.models import load_classifier
-
         return load_classifier(Path(source["run_dir"]) / "teacher")
-    from transformers import BertConfig, BertForSequenceClassification
-
-    layers, hidden, heads, intermediate = SHAPES[source["shape"]]
-    torch.manual_seed(0)
-    return BertForSequenceClassification(BertConfig(
-        num_hidden_layers=layers, hidden_size=hidden, num_attention_heads=heads,
-        intermediate_size=intermediate, num_labels=2))
+    layers, _, hidden, heads, intermediate = SHAPES[source["shape"]]
+    cfg = TeacherConfig(num_layers=layers, hidden_size=hidden, num_heads=heads, intermediate_size=intermediate)
+    return platform_teacher(cfg, num_labels=2, vocab_size=30522, max_length=512)
 
 
 def train_flops_per_sequence(layers: int, hidden: int, seq: int) -> float:

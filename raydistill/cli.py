@@ -199,7 +199,6 @@ def cmd_serve(args) -> int:
     from raydistill.pipeline import open_run, ray_session
     from raydistill.serve.app import deploy
 
-    logs.quiet_libraries()  # Serve's logger has its own console handler
     run, cfg = open_run(args.run_dir)
     with ray_session(args.verbose):
         url = deploy(run.root, host=args.host or cfg.serve.host, port=args.port or cfg.serve.port)

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator
 from raydistill.platform import manifest
 from raydistill.platform.config import ExperimentConfig, dump_config, load_config
 from raydistill.platform.errors import CheckpointError, ClusterError, ConfigError
-from raydistill.platform.logs import attach_run_log, log, quiet_libraries, result
+from raydistill.platform.logs import attach_run_log, log, result
 from raydistill.platform.rundir import RunDir, atomic_write_json, atomic_write_text
 
 GIT_SHA_ENV = "RAYDISTILL_GIT_SHA"
@@ -303,7 +303,6 @@ def serve_and_bench(cfg: ExperimentConfig, run: RunDir, keep_serving: bool) -> d
     from raydistill.serve.app import deploy, shutdown
     from raydistill.serve.bench import run_bench
 
-    quiet_libraries()  # Serve's logger has its own console handler
     _banner("serve + bench")
     url = deploy(run.root, host=cfg.serve.host, port=cfg.serve.port)
     log.info(f"[serve] student and teacher at {url} (page: {url}/, API: {url}/v1/classify)")

@@ -80,8 +80,12 @@ def quiet_libraries() -> None:
 
 def attach_run_log(run_root: str | Path) -> Path:
     """From now on every line (ours, and Ray's and transformers' records) is also appended to
-    ``RUN/run.log``; a resumed run adds to the same file. Returns its path."""
+    ``RUN/run.log``; a resumed run adds to the same file. Attaching the log already attached
+    changes nothing. Returns its path."""
     path = Path(run_root) / RUN_LOG
+    if any(isinstance(h, logging.FileHandler) and Path(h.baseFilename) == path.absolute()
+           for h in log.handlers):
+        return path
     detach_run_log()
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setLevel(logging.DEBUG)

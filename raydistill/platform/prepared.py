@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +21,7 @@ from transformers import PreTrainedTokenizerFast
 
 from raydistill.platform.config import ExperimentConfig
 from raydistill.platform.data import TextDataset, load_dataset
-from raydistill.platform.rundir import RunDir, atomic_write_text, save_array
+from raydistill.platform.rundir import RunDir, atomic_write_text, save_array, save_arrays
 from raydistill.platform.text import Encoded, build_tokenizer, encode, load_tokenizer
 
 EVAL_SPLITS = ("validation", "test")
@@ -76,16 +74,8 @@ def save_encoded(path: Path, encoded: Encoded) -> None:
     def flat(rows: list[list[int]]) -> np.ndarray:
         return np.fromiter((t for row in rows for t in row), dtype=np.int32, count=int(offsets[-1]))
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
-    os.close(fd)
-    try:
-        np.savez(tmp, input_ids=flat(encoded.input_ids), token_type_ids=flat(encoded.token_type_ids),
-                 offsets=offsets, labels=np.asarray(encoded.labels))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    save_arrays(path, input_ids=flat(encoded.input_ids), token_type_ids=flat(encoded.token_type_ids),
+                offsets=offsets, labels=np.asarray(encoded.labels))
 
 
 def load_encoded(path: Path) -> Encoded:

@@ -12,7 +12,7 @@ import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -105,11 +105,22 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 def save_array(path: Path, array: np.ndarray) -> None:
     """Save a numpy array atomically (``.npy``, never pickled)."""
+    _replace_atomically(path, ".npy", lambda tmp: np.save(tmp, np.asarray(array), allow_pickle=False))
+
+
+def save_arrays(path: Path, **arrays: np.ndarray) -> None:
+    """Save named numpy arrays atomically in one ``.npz`` (read with ``allow_pickle=False``)."""
+    _replace_atomically(path, ".npz", lambda tmp: np.savez(tmp, **arrays))
+
+
+def _replace_atomically(path: Path, suffix: str, write: Callable[[str], object]) -> None:
+    """``write(tmp)`` into a temp file beside ``path`` (``suffix`` kept, as numpy wants), then
+    rename it over ``path``: a crash never leaves half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npy")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
     os.close(fd)
     try:
-        np.save(tmp, np.asarray(array), allow_pickle=False)
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

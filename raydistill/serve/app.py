@@ -44,12 +44,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from raydistill.platform.config import ExperimentConfig, ServeConfig, load_config
 from raydistill.platform.errors import CheckpointError, ConfigError, RaydistillError
+from raydistill.platform.logs import quiet_libraries
 from raydistill.platform.rundir import RunDir, atomic_write_text
 
 if TYPE_CHECKING:  # torch is imported lazily: the Gateway replica never needs it
     import torch
 
 logger = logging.getLogger("ray.serve")
+quiet_libraries()  # importing Serve gave its logger a console handler: the CLI's verbosity applies
 APP_NAME = "raydistill"
 TOKEN_ENV = "RAYDISTILL_API_TOKEN"
 MODEL_NAMES = ("student", "teacher")
