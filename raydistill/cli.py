@@ -176,8 +176,8 @@ def cmd_sweep(args) -> int:
     with ray_session(args.verbose):
         data = prepare_data(cfg, run)
         run_sweep(cfg, run, data, stages["teacher"]["labeled"], resume=args.resume)
-        _mark_done(run, "sweep", {})
-        _mark_done(run, "winner", export_winner(cfg, run, data))
+        _mark_done(run, "sweep", {}, cfg)
+        _mark_done(run, "winner", export_winner(cfg, run, data), cfg)
     result(f"sweep results: {run.tune_experiment}\nnext: raydistill report {run.root}")
     return 0
 

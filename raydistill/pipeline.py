@@ -154,11 +154,15 @@ def _stages_done(run: RunDir) -> dict[str, Any]:
     return done
 
 
-def _mark_done(run: RunDir, stage: str, info: dict[str, Any]) -> None:
-    """Record ``stage`` as finished; the teacher and the winner also record the hashes of the
-    files they hand on (``manifest.json``), which every later command checks."""
-    if stage in ("teacher", "winner"):
-        manifest.record(run, stage)
+def _mark_done(run: RunDir, stage: str, info: dict[str, Any], cfg: ExperimentConfig,
+               data_sha256: str | None = None) -> None:
+    """Record ``stage`` as finished, and in ``manifest.json`` what it was built from (config
+    values, data hash, code version) and, for the teacher and the winner, the hashes of the
+    files they hand on: every later command checks both."""
+    inputs = _stage_inputs(cfg, stage)
+    if data_sha256:
+        inputs["data_sha256"] = data_sha256
+    manifest.record(run, stage, inputs, code=f"raydistill {__import__('raydistill').__version__} ({_git_sha() or 'no git'})")
     done = _stages_done(run)
     done[stage] = {"finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **info}
     atomic_write_json(run.stages, done)
@@ -175,7 +179,8 @@ def new_run(cfg: ExperimentConfig) -> RunDir:
 # What each stage is built from: a finished (or, for the sweep, started) stage pins these
 # config sections. Fields that only place or size the work (resources, retries, retention)
 # change how it runs, not what it computes, and stay free.
-_STAGE_INPUTS = {"teacher": ("seed", "data", "tokenizer", "teacher", "al"), "sweep": ("student", "sweep")}
+_STAGE_INPUTS = {"teacher": ("seed", "data", "tokenizer", "teacher", "al"), "sweep": ("student", "sweep"),
+                 "winner": ("student", "sweep")}
 _PLACEMENT_ONLY = ("cpus_per_", "gpus_per_", "threads_per_worker", "max_concurrent_trials", "scorers",
                    "checkpoints_to_keep", "max_failures")
 
@@ -193,6 +198,8 @@ def open_run(path: str | Path, overrides: list[str] | None = None) -> tuple[RunD
     cfg = load_config(run.config, overrides)
     if overrides:
         _refuse_changed_inputs(run, done, load_config(run.config), cfg)
+    _refuse_edited_inputs(run, done, cfg)
+    if overrides:
         atomic_write_text(run.config, dump_config(cfg))
     attach_run_log(run.root)
     return run, cfg
@@ -214,6 +221,28 @@ def _refuse_changed_inputs(run: RunDir, done: dict[str, Any], recorded: Experime
             f"{run.root}: --set would change inputs of stages this run already built:\n  "
             + "\n  ".join(stale)
             + f"\nStart a new run with them instead: raydistill run {run.config} --set ...")
+
+
+def _stage_inputs(cfg: ExperimentConfig, stage: str) -> dict[str, Any]:
+    """The config values ``stage`` is computed from (flat keys), placement-only fields left out."""
+    sections = _STAGE_INPUTS.get(stage, ())
+    return {key: value for key, value in _flat(cfg.model_dump(mode="json")).items()
+            if key.split(".")[0] in sections and not key.rsplit(".", 1)[-1].startswith(_PLACEMENT_ONLY)}
+
+
+def _refuse_edited_inputs(run: RunDir, done: dict[str, Any], cfg: ExperimentConfig) -> None:
+    """Refuse a run whose config.yaml or data file changed, by hand, since a finished stage
+    recorded them in the manifest (``--set`` is refused earlier with the same lines)."""
+    current = _flat(cfg.model_dump(mode="json"))
+    if any("data_sha256" in inputs for inputs in manifest.stage_inputs(run, done).values()):
+        from raydistill.platform.data import load_dataset
+
+        current["data_sha256"] = load_dataset(cfg.data).fingerprint()
+    if changed := manifest.changed_inputs(run, done, current):
+        raise CheckpointError(
+            f"{run.root}: its config.yaml or data changed since these stages were built:\n  "
+            + "\n  ".join(changed)
+            + "\nRestore them, or start a new run: results built on both would not be one run's.")
 
 
 def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -243,7 +272,7 @@ def run_teacher(cfg: ExperimentConfig, run: RunDir, data,
     main = result["runs"][0]
     info = {"labeled": main.labeled, "validation_accuracy": result["validation_accuracy"],
             "test_accuracy": result["test_accuracy"]}
-    _mark_done(run, "teacher", info)
+    _mark_done(run, "teacher", info, cfg, data.dataset.fingerprint())
     log.info(f"[teacher] teacher: {run.teacher}\n[teacher] learning curve: {run.al_curve}")
     return info
 
@@ -274,13 +303,13 @@ def run_study(cfg: ExperimentConfig, run: RunDir, serve: bool = True, keep_servi
         _banner(f"sweep: {len(cfg.sweep.strategies)} strategies x {len(cfg.sweep.temperatures)} "
                 f"temperatures x {len(cfg.sweep.seeds)} seeds")
         run_sweep(cfg, run, data, teacher["labeled"], resume=run.tune_experiment.exists())
-        _mark_done(run, "sweep", {})
+        _mark_done(run, "sweep", {}, cfg)
     winner = done.get("winner") or export_winner(cfg, run, data)
     if "winner" not in done:
-        _mark_done(run, "winner", winner)
+        _mark_done(run, "winner", winner, cfg)
     _banner("report")
     report_path = write_report(run.root)
-    _mark_done(run, "report", {"path": report_path.relative_to(run.root).as_posix()})
+    _mark_done(run, "report", {"path": report_path.relative_to(run.root).as_posix()}, cfg)
     run.point_latest(cfg.name)
     _, cells, teacher_metrics = study_summary(run.root)
     verdict = verdict_sentence(cells)
@@ -293,7 +322,7 @@ def run_study(cfg: ExperimentConfig, run: RunDir, serve: bool = True, keep_servi
                "teacher_test_accuracy": teacher["test_accuracy"]}
     if serve:
         summary["bench"] = serve_and_bench(cfg, run, keep_serving)
-        _mark_done(run, "serve", {})
+        _mark_done(run, "serve", {}, cfg)
     summary["wall_s"] = round(time.monotonic() - started, 1)
     return summary
 

@@ -81,7 +81,7 @@ def test_files_a_stage_handed_on_are_checked_against_the_manifest(run, tmp_path)
     (run.teacher / "train_logits.npy").write_bytes(b"logits")
     run.labels.mkdir()
     (run.labels / "validation.npy").write_bytes(b"labels")
-    _mark_done(run, "teacher", {"labeled": [1, 2]})
+    _mark_done(run, "teacher", {"labeled": [1, 2]}, load_config(run.config))
     recorded = json.loads((run.root / "manifest.json").read_text())["files"]
     assert set(recorded) == {"teacher/model.safetensors", "teacher/train_logits.npy", "labels/validation.npy"}
     open_run(run.root)  # untouched: fine
@@ -111,13 +111,43 @@ def test_a_stage_no_longer_marked_finished_is_not_checked(run) -> None:
 
     run.student.mkdir()
     (run.student / "model.safetensors").write_bytes(b"student")
-    _mark_done(run, "winner", {})
+    _mark_done(run, "winner", {}, load_config(run.config))
     (run.student / "model.safetensors").unlink()
     with pytest.raises(CheckpointError, match="student/model.safetensors is missing"):
         open_run(run.root)
     stages = json.loads(run.stages.read_text())
     run.stages.write_text(json.dumps({"teacher": stages["teacher"]}))  # the winner will be exported again
     open_run(run.root)
+
+
+def test_a_hand_edited_config_or_data_file_is_refused_naming_what_changed(run, tmp_path) -> None:
+    """The manifest records what each stage was built from; an edit behind ``--set``'s back
+    (config.yaml in an editor, the data file replaced) is refused like the ``--set`` would be."""
+    import pandas as pd
+
+    from raydistill.pipeline import _mark_done
+    from raydistill.platform.data import load_dataset
+
+    data = tmp_path / "reviews.csv"
+    pd.DataFrame({"text": [f"review {i} {'good' if i % 2 else 'bad'}" for i in range(200)],
+                  "label": [i % 2 for i in range(200)]}).to_csv(data, index=False)
+    cfg = config_from_dict({"name": "study", "data": {"source": "file", "path": str(data)}})
+    run.config.write_text(dump_config(cfg))
+    _mark_done(run, "teacher", {"labeled": [1, 2]}, cfg, load_dataset(cfg.data).fingerprint())
+    stages = json.loads((run.root / "manifest.json").read_text())["stages"]
+    assert stages["teacher"]["inputs"]["teacher.lr"] == cfg.teacher.lr
+    assert "teacher.cpus_per_worker" not in stages["teacher"]["inputs"]  # placement is free
+    assert stages["teacher"]["code"].startswith("raydistill ")
+    open_run(run.root)
+
+    run.config.write_text(dump_config(load_config(run.config, ["teacher.lr=0.5"])))  # an editor's change
+    with pytest.raises(CheckpointError, match=r"teacher\.lr: 0\.001 -> 0\.5 \(the teacher stage was built"):
+        open_run(run.root)
+    run.config.write_text(dump_config(cfg))
+
+    pd.read_csv(data).assign(label=lambda df: 1 - df["label"]).to_csv(data, index=False)
+    with pytest.raises(CheckpointError, match=r"data_sha256: '[0-9a-f]+' -> '[0-9a-f]+' \(the teacher stage"):
+        open_run(run.root)
 
 
 def test_latest_pointer_moves_to_the_newest_run(tmp_path):

@@ -47,7 +47,7 @@ from raydistill.platform.report.trials import read_error_line
 from raydistill.platform.rundir import RunDir, atomic_write_json, load_array, save_array
 from raydistill.platform.text import Encoded, make_loader
 from raydistill.trainables.inference import models_split_logits
-from raydistill.trainables.resources import preflight
+from raydistill.trainables.resources import Demand, preflight
 
 MODEL_DIR = "model"
 STATE_FILE = "state.json"
@@ -243,12 +243,13 @@ def _point_key(point: dict[str, Any]) -> str:
 
 
 def preflight_sweep(cfg: ExperimentConfig) -> None:
-    """Raise ResourceError when one sweep trial cannot fit the cluster."""
+    """Raise ResourceError when no node could run one sweep trial; warn when trials will wait.
+    Tune runs trials as they fit, so only one has to."""
     s = cfg.sweep
-    requests = {"CPU": (s.cpus_per_trial, f"sweep.cpus_per_trial = {s.cpus_per_trial:g}")}
-    if s.gpus_per_trial:
-        requests["GPU"] = (s.gpus_per_trial, f"sweep.gpus_per_trial = {s.gpus_per_trial:g}")
-    preflight("the student sweep", requests)
+    preflight("the student sweep", [
+        Demand("CPU", s.cpus_per_trial, 1, f"sweep.cpus_per_trial = {s.cpus_per_trial:g}"),
+        Demand("GPU", s.gpus_per_trial, 1, f"sweep.gpus_per_trial = {s.gpus_per_trial:g}"),
+    ], all_at_once=False)
 
 
 class _ProgressLine(tune.Callback):

@@ -51,7 +51,7 @@ from raydistill.platform.prepared import PreparedData, transfer_indices
 from raydistill.platform.rundir import RunDir, atomic_write_json, load_array, save_array
 from raydistill.trainables.active_learner import ActiveLearner, ScoringPlan
 from raydistill.trainables.inference import idle_cpus, split_logits
-from raydistill.trainables.resources import preflight
+from raydistill.trainables.resources import Demand, preflight
 
 STATE_FILE = "state.json"
 MODEL_DIR = "model"
@@ -269,15 +269,21 @@ class _RoundProgress:
 
 
 def preflight_teacher(cfg: ExperimentConfig) -> None:
-    """Raise ResourceError when the teacher stage (workers and scorers at once) cannot fit."""
+    """Raise ResourceError when the teacher stage (workers and scorers at once) can never run;
+    warn when it will wait for resources."""
     t, al = cfg.teacher, cfg.al
-    scorers = 0 if al.acquisition == "random" and not cfg.al.compare_random else al.scorers
-    cpu = t.num_workers * t.cpus_per_worker + scorers * al.cpus_per_scorer
-    requests = {"CPU": (cpu, f"teacher.num_workers x teacher.cpus_per_worker + al.scorers x al.cpus_per_scorer = {t.num_workers} x {t.cpus_per_worker:g} + {scorers} x {al.cpus_per_scorer:g}")}
-    gpu = (t.num_workers * t.gpus_per_worker if t.use_gpu else 0) + scorers * al.gpus_per_scorer
-    if gpu:
-        requests["GPU"] = (gpu, "teacher.num_workers x teacher.gpus_per_worker + al.scorers x al.gpus_per_scorer")
-    preflight("the teacher stage", requests)
+    scorers = 0 if al.acquisition == "random" and not al.compare_random else al.scorers
+    demands = [
+        Demand("CPU", t.cpus_per_worker, t.num_workers,
+               f"teacher.num_workers x teacher.cpus_per_worker = {t.num_workers} x {t.cpus_per_worker:g}"),
+        Demand("CPU", al.cpus_per_scorer, scorers,
+               f"al.scorers x al.cpus_per_scorer = {scorers} x {al.cpus_per_scorer:g}"),
+        Demand("GPU", t.gpus_per_worker if t.use_gpu else 0.0, t.num_workers,
+               f"teacher.num_workers x teacher.gpus_per_worker = {t.num_workers} x {t.gpus_per_worker:g}"),
+        Demand("GPU", al.gpus_per_scorer, scorers,
+               f"al.scorers x al.gpus_per_scorer = {scorers} x {al.gpus_per_scorer:g}"),
+    ]
+    preflight("the teacher stage", demands, all_at_once=True)
 
 
 def train_teacher(
