@@ -65,7 +65,8 @@ def ray_session(verbose: bool = False) -> Iterator[None]:
             kwargs["logging_level"] = "ERROR"
         _check_reachable(address)
         try:
-            ray.init(**kwargs)
+            with _loopback_node(address == "local"):
+                ray.init(**kwargs)
         except (ConnectionError, TimeoutError) as err:
             raise ClusterError(_attach_hint(address, err)) from None
         started = True
@@ -74,6 +75,22 @@ def ray_session(verbose: bool = False) -> Iterator[None]:
     finally:
         if started:
             ray.shutdown()
+
+
+@contextmanager
+def _loopback_node(private: bool) -> Iterator[None]:
+    """A private Ray's node address is 127.0.0.1, so the servers Ray places by it (the metrics
+    export, the dashboard agent) listen on loopback only. ``ray.init`` turns 127.0.0.1 into the
+    machine's address unless Ray's own single-machine switch (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER``,
+    read once at import) is off: flip it for the private node only, never when attaching."""
+    from ray._private import ray_constants
+
+    before = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = before and not private
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = before
 
 
 def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
