@@ -174,6 +174,9 @@ class ServeConfig(_Section):
     batch_wait_timeout_s: float = Field(default=0.01, ge=0)
     max_ongoing_requests: int | None = Field(default=None, ge=1)
     num_replicas: int = Field(default=1, ge=1)
+    # Two Gateways: a lost one leaves the other answering (/healthz included) while Serve
+    # replaces it; only the requests it held at that instant fail (clients retry those).
+    gateway_replicas: int = Field(default=2, ge=1)
     cpus_per_replica: float = Field(default=0.25, gt=0)
     gpus_per_replica: float = Field(default=0.0, ge=0)
     max_texts_per_request: int = Field(default=64, ge=1)

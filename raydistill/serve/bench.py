@@ -32,6 +32,7 @@ from raydistill.platform.machine import cpu_name
 from raydistill.platform.rundir import RunDir, atomic_write_json, atomic_write_text
 from raydistill.serve import app as serve_app
 from raydistill.serve.loadgen import run_load
+from raydistill.serve.predictor import Predictor
 
 BENCH_APP = "raydistill-bench"
 BASELINE_APP = "raydistill-baseline"
@@ -151,7 +152,7 @@ def measure_in_process(
 
     with _torch_threads(cfg.threads_per_worker):
         predictors = {
-            name: serve_app.Predictor(run.root / name, max_length=cfg.tokenizer.max_length)
+            name: Predictor(run.root / name, max_length=cfg.tokenizer.max_length)
             for name in models
         }
         seconds = min(max(bench.seconds_per_level, 0.2), 10.0)

@@ -2,7 +2,9 @@
 
 ``concurrency`` workers share one request budget; a level ends when ``max_requests`` have
 been sent or ``max_seconds`` have passed (plus at most one request timeout for the requests
-in flight). It refuses any host that is not loopback: it is a benchmark of this machine's
+in flight). Classification is idempotent, so with ``retries`` a request that met a dead
+replica (a 500/502/503/504 or a dropped connection) is sent again, as a well-behaved client
+would; the result counts those retries. It refuses any host that is not loopback: it is a benchmark of this machine's
 Serve, never a tool to load someone else's server.
 """
 
@@ -21,6 +23,8 @@ import numpy as np
 from raydistill.platform.errors import RaydistillError
 
 LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost")
+# What a replica that died mid-request looks like to a client: worth sending again.
+_RETRYABLE = (500, 502, 503, 504)
 
 
 class LoadTargetError(RaydistillError):
@@ -72,6 +76,7 @@ async def _level(
     token: str | None,
     timeout_s: float,
     warmup_requests: int,
+    retries: int,
 ) -> dict[str, Any]:
     url = base_url.rstrip("/") + "/v1/classify"
     headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -79,15 +84,23 @@ async def _level(
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     latencies: list[float] = []
     outcomes: collections.Counter[str] = collections.Counter()
+    retried = 0
     async with httpx.AsyncClient(timeout=timeout_s, limits=limits, trust_env=False) as client:
 
-        async def send(i: int) -> tuple[str, float]:
+        async def send(i: int, attempts_left: int = 0) -> tuple[str, float]:
+            nonlocal retried
             t0 = time.perf_counter()
-            try:
-                response = await client.post(url, json=payload(i), headers=headers)
-                outcome = str(response.status_code)
-            except httpx.HTTPError as err:
-                outcome = type(err).__name__
+            for attempt in range(attempts_left + 1):
+                try:
+                    response = await client.post(url, json=payload(i), headers=headers)
+                    outcome, retryable = str(response.status_code), response.status_code in _RETRYABLE
+                except httpx.TransportError as err:
+                    outcome, retryable = type(err).__name__, True
+                except httpx.HTTPError as err:
+                    outcome, retryable = type(err).__name__, False
+                if not retryable or attempt == attempts_left:
+                    break
+                retried += 1
             return outcome, time.perf_counter() - t0
 
         # Warm-up (not recorded): connections open, replicas have run a forward pass.
@@ -102,7 +115,7 @@ async def _level(
             while issued < max_requests and time.perf_counter() < deadline:
                 i = issued
                 issued += 1
-                outcome, seconds = await send(i)
+                outcome, seconds = await send(i, retries)
                 outcomes[outcome] += 1
                 if outcome == "200":
                     latencies.append(seconds)
@@ -118,6 +131,7 @@ async def _level(
         "ok": ok,
         "errors": issued - ok,
         "outcomes": dict(sorted(outcomes.items())),
+        "retried": retried,
         "seconds": round(elapsed, 4),
         "req_per_s": ok / elapsed if elapsed > 0 else 0.0,
         "texts_per_s": ok * texts_per_request / elapsed if elapsed > 0 else 0.0,
@@ -140,11 +154,13 @@ def run_load(
     token: str | None = None,
     timeout_s: float = 30.0,
     warmup_requests: int = 0,
+    retries: int = 0,
 ) -> dict[str, Any]:
     """One load level against ``base_url`` (a loopback Serve gateway).
 
     Returns ``requests``, ``ok``, ``errors`` (non-200 or transport errors), ``outcomes`` (count
-    per status code / error type), ``seconds``, ``req_per_s``, ``texts_per_s`` (successful
+    per status code / error type, after retries), ``retried`` (requests sent again after a
+    500/502/503/504 or a transport error, at most ``retries`` times each), ``seconds``, ``req_per_s``, ``texts_per_s`` (successful
     only) and ``mean_ms``/``p50_ms``/``p95_ms``/``p99_ms`` over successful requests (None if
     none succeeded). Raises LoadTargetError for a non-loopback URL, ValueError for bad bounds.
     """
@@ -158,5 +174,5 @@ def run_load(
         raise ValueError("the load generator needs at least one text")
     return asyncio.run(
         _level(base_url, model, list(texts), concurrency, max_requests, max_seconds,
-               texts_per_request, token, timeout_s, warmup_requests)
+               texts_per_request, token, timeout_s, warmup_requests, retries)
     )

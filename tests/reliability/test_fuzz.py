@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from raydistill.platform.config import config_from_dict, load_config
 from raydistill.platform.errors import ConfigError
-from raydistill.serve.app import ClassifyRequest
+from raydistill.serve.gateway import ClassifyRequest
 
 pytestmark = pytest.mark.unit
 

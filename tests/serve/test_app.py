@@ -12,7 +12,10 @@ import httpx
 import pytest
 import yaml
 
-from raydistill.serve.app import BuildArgs, FailedRequest, Predictor, build_app, predict_isolated, serve_settings
+from raydistill.serve.app import BuildArgs, build_app, serve_settings
+from raydistill.serve.classifier import FailedRequest, predict_isolated
+from raydistill.serve.predictor import Predictor
+
 TEXTS = [
     "a warm, funny and moving film",
     "the plot is thin and the jokes fall flat",
@@ -250,7 +253,7 @@ def test_serve_config_yaml_is_deployable(served, tiny_run):
 def test_slow_or_broken_model_gives_503_not_a_hang(served, tiny_run):
     from ray import serve
 
-    from raydistill.serve.app import Gateway
+    from raydistill.serve.gateway import Gateway
 
     # Defined here so Ray pickles it by value (the test module is not importable in replicas).
     quick = {"ray_actor_options": {"num_cpus": 0.05}, "graceful_shutdown_timeout_s": 0.5,
@@ -324,3 +327,48 @@ def test_oversized_headers_get_431(client):
     answer = client.post("/v1/classify", json={"texts": ["fine"]}, headers={"X-Padding": "a" * 20_000})
     assert answer.status_code == 431 and "limit is 16384" in answer.json()["error"]
     assert client.post("/v1/classify", json={"texts": ["fine"]}, headers={"X-Padding": "a" * 1000}).status_code == 200
+
+
+def _running_gateways() -> int:
+    from ray import serve
+
+    from raydistill.serve.app import APP_NAME
+
+    deployment = serve.status().applications[APP_NAME].deployments["Gateway"]
+    return deployment.replica_states.get("RUNNING", 0)
+
+
+@pytest.mark.ray
+def test_a_killed_gateway_replica_costs_no_request(served):
+    """Two Gateway replicas: SIGKILL one under load and /healthz keeps answering from the other
+    at once; the requests the dead one held fail at Serve's proxy (it does not retry a POST in
+    flight) and a client retrying those idempotent calls once loses none."""
+    import threading
+
+    import ray
+
+    from raydistill.serve.app import APP_NAME
+    from raydistill.serve.loadgen import run_load
+
+    assert _running_gateways() == 2
+    result = {}
+    load = threading.Thread(target=lambda: result.update(run_load(
+        served.url, "student", TEXTS, 8, max_requests=1500, max_seconds=20, token=served.token, retries=1)))
+    load.start()
+    time.sleep(2.0)
+    name = next(n["name"] for n in ray.util.list_named_actors(all_namespaces=True)
+                if n["name"].startswith(f"SERVE_REPLICA::{APP_NAME}#Gateway#"))
+    ray.kill(ray.get_actor(name, namespace="serve"), no_restart=True)
+    health = []
+    for _ in range(30):  # 3 s right after the kill
+        health.append(httpx.get(f"{served.url}/healthz", timeout=10, trust_env=False).status_code)
+        time.sleep(0.1)
+    load.join(timeout=120)
+    assert health == [200] * 30, health
+    assert result["requests"] >= 100 and result["errors"] == 0, result
+    print(f"gateway kill: {result['ok']} of {result['requests']} requests answered, "
+          f"{result['retried']} retried once")
+    deadline = time.monotonic() + 90
+    while _running_gateways() < 2:  # Serve replaces it: later tests get two again
+        assert time.monotonic() < deadline, "Serve did not replace the killed Gateway"
+        time.sleep(1)

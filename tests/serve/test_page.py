@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from raydistill.serve.app import Predictor
+from raydistill.serve.predictor import Predictor
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
