@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -143,6 +144,21 @@ def read_error_line(path: Path) -> str | None:
     return (lines[-1] if lines else "error.txt is empty")[:300]
 
 
+_OCCURRED_RE = re.compile(r"occurred at (\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2})")
+
+
+def _error_time(path: Path) -> int | None:
+    """When the trial's last recorded failure happened (seconds since the epoch): the newest
+    ``Failure # n (occurred at <local time>)`` header Tune writes into error.txt. Not the
+    file's mtime: Tune rewrites every trial file when it syncs the experiment at the end."""
+    if not path.is_file():
+        return None
+    stamps = _OCCURRED_RE.findall(path.read_text(encoding="utf-8", errors="replace"))
+    if not stamps:
+        return int(path.stat().st_mtime)
+    return int(time.mktime(time.strptime(max(stamps), "%Y-%m-%d_%H-%M-%S")))
+
+
 def _read_trials(exp: Path) -> list[_Trial]:
     state = _read_state(exp)
     trials = []
@@ -155,7 +171,7 @@ def _read_trials(exp: Path) -> list[_Trial]:
             config = {}
         error = d / "error.txt"
         trials.append(_Trial(d.name, d, config or info.get("config", {}), _read_rows(d / "result.json"),
-                             read_error_line(error), int(error.stat().st_mtime) if error.is_file() else None,
+                             read_error_line(error), _error_time(error),
                              info.get("status"), info.get("trial_id")))
     for name, info in state.items():  # listed by Tune but never started (no directory yet)
         trials.append(_Trial(name, None, info["config"], tune_status=info["status"],

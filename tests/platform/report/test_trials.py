@@ -111,8 +111,10 @@ def test_old_import_names_still_work() -> None:
 @pytest.mark.parametrize("retried_after_error, status", [(True, R.COMPLETED), (False, R.ERRORED)])
 def test_a_trial_is_counted_by_its_last_attempt(run: RunDir, fx, retried_after_error, status) -> None:
     # A node died under bottom T=4 seed 3: Tune wrote error.txt, retried the trial in the same
-    # directory and it reported every epoch afterwards. The first attempt's error.txt stays.
+    # directory and it reported every epoch afterwards. The first attempt's error.txt stays, and
+    # Tune's final sync rewrites every trial file, so only the time written inside it counts.
     import os
+    import time
 
     cfg = {"strategy": "bottom", "temperature": 4.0, "seed": 3, "alpha": 0.5, "lr": 0.002}
     timestamp = 1795452127
@@ -120,7 +122,10 @@ def test_a_trial_is_counted_by_its_last_attempt(run: RunDir, fx, retried_after_e
                    timestamp=timestamp)
     error = next(run.tune_experiment.glob("*_00050_*")) / "error.txt"
     when = timestamp - 60 if retried_after_error else timestamp + 60
-    os.utime(error, (when, when))
+    occurred = time.strftime("%Y-%m-%d_%H-%M-%S", time.localtime(when))
+    error.write_text(error.read_text().replace("occurred at 2026-11-23_16-42-16", f"occurred at {occurred}"))
+    synced = timestamp + 600  # the end-of-experiment sync
+    os.utime(error, (synced, synced))
     df = R.load_results(run.root).set_index(M.TRIAL_ID)
     assert df.loc["3a2b1_00050", "status"] == status
     n = R.summarize(df.reset_index()).set_index([M.STRATEGY, M.TEMPERATURE]).loc[("bottom", 4.0), "n"]
