@@ -32,7 +32,7 @@ _RAY_ENV = {
     "TOKENIZERS_PARALLELISM": "false",
     "RAY_DEDUP_LOGS": "1",
     # Tune's console box and its TensorBoard hint (into Ray's temporary session directory): the
-    # sweep logs its own progress lines and points at RUN/tune/students instead.
+    # sweep logs its own progress lines and points at RUN (teacher and trial events) instead.
     "RAY_AIR_NEW_OUTPUT": "0",
 }
 
@@ -116,11 +116,14 @@ def _attach_hint(address: str, err: Exception) -> str:
 
 
 def preflight_study(cfg: ExperimentConfig) -> None:
-    """Every stage's resource check, before a new run directory is made: a refusal leaves
-    nothing behind. Raises ResourceError naming the settings."""
+    """Every stage's resource check (and the tracking package, when tracking is on), before a
+    new run directory is made: a refusal leaves nothing behind. Raises ResourceError naming the
+    settings, ConfigError naming the missing package."""
+    from raydistill.platform.tracking import mlflow_target
     from raydistill.trainables.student import preflight_sweep
     from raydistill.trainables.teacher import preflight_teacher
 
+    mlflow_target(cfg, Path(cfg.runs_dir))
     preflight_teacher(cfg)
     preflight_sweep(cfg)
 

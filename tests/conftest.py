@@ -101,6 +101,20 @@ def tiny_teacher_run(ray_cluster, tmp_path_factory):
     return cfg, run, data, info
 
 
+@pytest.fixture
+def teacher_only_run(tiny_teacher_run, tmp_path):
+    """A copy of the tiny run with only its teacher stage finished: a sweep of its own to run."""
+    import json
+    import shutil
+
+    _, run, _, _ = tiny_teacher_run
+    root = tmp_path / run.root.name
+    shutil.copytree(run.root, root, ignore=shutil.ignore_patterns("tune", "student", "train"))
+    stages = json.loads((root / "stages.json").read_text())
+    (root / "stages.json").write_text(json.dumps({"teacher": stages["teacher"]}))
+    return root
+
+
 @pytest.fixture(scope="session")
 def tiny_study_run(tiny_teacher_run):
     """The same run after the sweep (4 strategies x 2 T x 2 seeds), winner export and report."""

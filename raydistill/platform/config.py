@@ -211,6 +211,21 @@ class BenchConfig(_Section):
         return values
 
 
+class TrackingConfig(_Section):
+    """Where runs are tracked, in tools users already read. Free to change on ``--resume``: it
+    changes what is recorded, not what is computed.
+
+    ``tensorboard``: event files for every stage under the run (one ``tensorboard --logdir RUN``).
+    ``mlflow_uri``: ``null`` (off), ``local`` (a file store inside the run, ``file:RUN/mlruns``),
+    or any tracking URI MLflow takes (``file:/path``, ``sqlite:///mlflow.db``,
+    ``http://host:5000``); needs ``pip install "raydistill[tracking]"``.
+    ``mlflow_experiment``: the MLflow experiment; ``null`` names it after the run directory."""
+
+    tensorboard: bool = True
+    mlflow_uri: str | None = Field(default=None, min_length=1)
+    mlflow_experiment: str | None = Field(default=None, min_length=1)
+
+
 class ExperimentConfig(_Section):
     """A whole study."""
 
@@ -226,6 +241,7 @@ class ExperimentConfig(_Section):
     sweep: SweepConfig = SweepConfig()
     serve: ServeConfig = ServeConfig()
     bench: BenchConfig = BenchConfig()
+    tracking: TrackingConfig = TrackingConfig()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "ExperimentConfig":

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 from ray import tune
+from ray.tune.logger import TBXLoggerCallback
 from ray.tune.search import BasicVariantGenerator
 from transformers import get_linear_schedule_with_warmup
 
@@ -46,7 +47,9 @@ from raydistill.platform.report import COMPLETED, choose_winner, load_results, s
 from raydistill.platform.report.trials import read_error_line
 from raydistill.platform.rundir import RunDir, atomic_write_json, load_array, save_array
 from raydistill.platform.text import Encoded, make_loader
+from raydistill.platform.tracking import RUN_TAG, STAGE_TAG, mlflow_target
 from raydistill.trainables.inference import models_split_logits
+from raydistill.trainables import failures
 from raydistill.trainables.resources import Demand, preflight
 
 MODEL_DIR = "model"
@@ -125,7 +128,22 @@ def _validate(student, shared: dict[str, Any], device) -> tuple[dict[str, float]
 
 
 def train_student(trial: dict[str, Any], shared: dict[str, Any]) -> None:
-    """Tune function trainable: build the trial's student, distil it, report every epoch."""
+    """Tune function trainable: build the trial's student, distil it, report every epoch.
+
+    A deterministic error (one of raydistill's own) is recorded in the trial directory; Tune's
+    retry of that trial raises it again at once instead of repeating the work."""
+    trial_dir = tune.get_context().get_trial_dir()
+    if (fatal := failures.recorded(trial_dir)) is not None:
+        raise fatal
+    try:
+        _distil(trial, shared)
+    except Exception as err:
+        if (fatal := failures.deterministic(err)) is not None:
+            failures.record(trial_dir, fatal)
+        raise
+
+
+def _distil(trial: dict[str, Any], shared: dict[str, Any]) -> None:
     cfg = ExperimentConfig.model_validate(shared["cfg"])
     shared = {**shared, "cfg_obj": cfg}
     # The seed fixes dropout and every other draw, whichever (reused) actor runs the trial; the
@@ -287,9 +305,35 @@ def _last_error_line(trial) -> str:
     return (read_error_line(Path(path)) if path else None) or "no error file"
 
 
+class _NoTensorBoard(TBXLoggerCallback):
+    """Writes nothing; its presence keeps Tune from adding its own TensorBoard logger
+    (``tracking.tensorboard: false``) while the CSV and JSON loggers the report reads stay."""
+
+    def log_trial_start(self, trial) -> None:
+        pass
+
+    def log_trial_result(self, iteration, trial, result) -> None:
+        pass
+
+    def log_trial_end(self, trial, failed: bool = False) -> None:
+        pass
+
+
 def _run_config(cfg: ExperimentConfig, run: RunDir, total: int, name: str = "students") -> tune.RunConfig:
+    """Tune's run config. Tracking goes through Ray's own callbacks: each trial's TensorBoard
+    events in its trial directory, and with ``tracking.mlflow_uri`` one MLflow run per trial
+    (its point as params, every epoch's metrics), tagged with the run and the phase."""
+    callbacks = [_ProgressLine(total), TBXLoggerCallback() if cfg.tracking.tensorboard else _NoTensorBoard()]
+    if (target := mlflow_target(cfg, run.root)) is not None:  # ConfigError when mlflow is missing
+        from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+        uri, experiment = target
+        callbacks.append(MLflowLoggerCallback(
+            tracking_uri=uri, experiment_name=experiment, save_artifact=False,
+            tags={RUN_TAG: run.root.name, STAGE_TAG: "sweep" if name == "students" else name,
+                  "raydistill.run_dir": str(run.root)}))
     return tune.RunConfig(
-        name=name, storage_path=str(run.tune), verbose=0, callbacks=[_ProgressLine(total)],
+        name=name, storage_path=str(run.tune), verbose=0, callbacks=callbacks,
         checkpoint_config=tune.CheckpointConfig(num_to_keep=cfg.sweep.checkpoints_to_keep),
         failure_config=tune.FailureConfig(max_failures=cfg.sweep.max_failures),
     )
@@ -360,8 +404,8 @@ def run_sweep(cfg: ExperimentConfig, run: RunDir, data, labeled: list[int], resu
     finished = sum(1 for r in grid if r.error is None and (r.metrics or {}).get(M.EPOCH) == cfg.student.epochs)
     errors = sum(1 for r in grid if r.error is not None)
     log.info(f"[sweep] {finished} of {len(grid)} trials finished ({errors} in error) in {minutes * 60:.0f}s "
-             f"({finished / max(minutes, 1e-9):.1f} trials/min); curves per trial: "
-             f"tensorboard --logdir {run.tune_experiment}")
+             f"({finished / max(minutes, 1e-9):.1f} trials/min); curves of the teacher and every trial: "
+             f"tensorboard --logdir {run.root}")
     if finished + errors < len(grid):  # Tune returns normally on Ctrl-C, with trials unfinished
         raise SweepInterrupted(
             f"the sweep stopped with {len(grid) - finished - errors} trials unfinished; "

@@ -11,6 +11,7 @@ doubled.
 
 from __future__ import annotations
 
+import contextvars
 import csv
 import json
 import os
@@ -49,8 +50,10 @@ from raydistill.platform.models import (
 )
 from raydistill.platform.prepared import PreparedData, transfer_indices
 from raydistill.platform.rundir import RunDir, atomic_write_json, load_array, save_array
+from raydistill.platform.tracking import TeacherTracker
 from raydistill.trainables.active_learner import ActiveLearner, ScoringPlan
 from raydistill.trainables.inference import idle_cpus, split_logits
+from raydistill.trainables import failures
 from raydistill.trainables.resources import Demand, preflight
 
 STATE_FILE = "state.json"
@@ -157,7 +160,21 @@ def _restore(checkpoint, rank: int) -> tuple[torch.nn.Module | None, int]:
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """One Train worker: ``rounds + 1`` rounds of (acquire, train, evaluate, checkpoint)."""
+    """One Train worker: ``rounds + 1`` rounds of (acquire, train, evaluate, checkpoint).
+
+    A deterministic error (one of raydistill's own) is recorded before it propagates, and a
+    worker group that Train restarts after it ends at once: only system failures are retried."""
+    if failures.recorded(config["al_dir"]) is not None:
+        return
+    try:
+        _train_rounds(config)
+    except Exception as err:
+        if (fatal := failures.deterministic(err)) is not None:
+            failures.record(config["al_dir"], fatal)
+        raise
+
+
+def _train_rounds(config: dict[str, Any]) -> None:
     from raydistill.platform.text import make_loader
 
     cfg = ExperimentConfig.model_validate(config["cfg"])
@@ -231,10 +248,17 @@ def _finish_round(model, row, validation, learner, config, rank, world, device) 
 
 class _RoundProgress:
     """Logs each finished round from the driver (workers' stdout is not forwarded by default)
-    by polling the actor's learning curve while ``fit`` blocks."""
+    by polling the actor's learning curve while ``fit`` blocks, and hands each round to the
+    ``listener`` set where it is built (the stage's tracking: TensorBoard, MLflow), so those
+    show a round as it finishes."""
+
+    # ``listener(acquisition, point)``: set by run_teacher_stage around the arms it trains.
+    listener: contextvars.ContextVar[Callable[[str, dict[str, Any]], None] | None] = \
+        contextvars.ContextVar("round_listener", default=None)
 
     def __init__(self, learner, acquisition: str, rounds: int, interval_s: float = 1.0) -> None:
         self._learner, self._acquisition, self._interval = learner, acquisition, interval_s
+        self._listener = _RoundProgress.listener.get()  # read here: the poll thread has its own context
         self._rounds = rounds  # acquisitions: rounds 0..rounds train
         self._printed: set[int] = set()
         self._stop = threading.Event()
@@ -266,6 +290,8 @@ class _RoundProgress:
                          f"{point[M.VAL_LOSS]:.4f}, val acc {point[M.VAL_ACCURACY]:.4f} (acquire "
                          f"{point.get('acquire_s', 0):.1f}s, train {point.get('train_s', 0):.1f}s, evaluate "
                          f"{point.get('eval_s', 0):.1f}s)")
+                if self._listener is not None:
+                    self._listener(self._acquisition, point)
 
 
 def preflight_teacher(cfg: ExperimentConfig) -> None:
@@ -339,13 +365,15 @@ def train_teacher(
             failure_config=FailureConfig(max_failures=t.max_failures),
         ),
     )
-    with _RoundProgress(learner, acquisition, cfg.al.rounds):
-        result = trainer.fit()
-    if result.checkpoint is None:
-        raise RuntimeError(f"teacher run '{acquisition}' produced no checkpoint: {result.error}")
-    curve = ray.get(learner.curve.remote())
-    labeled = ray.get(learner.labeled_indices.remote())
-    ray.kill(learner)
+    try:
+        with _RoundProgress(learner, acquisition, cfg.al.rounds):
+            result = failures.fit(trainer, run.al / acquisition)
+        if result.checkpoint is None:
+            raise RuntimeError(f"teacher run '{acquisition}' produced no checkpoint: {result.error}")
+        curve = ray.get(learner.curve.remote())
+        labeled = ray.get(learner.labeled_indices.remote())
+    finally:
+        ray.kill(learner)
     return TeacherRun(acquisition, Path(result.checkpoint.path) / MODEL_DIR, curve, labeled)
 
 
@@ -395,11 +423,24 @@ def export_teacher(cfg: ExperimentConfig, run: RunDir, data: PreparedData, check
 def run_teacher_stage(cfg: ExperimentConfig, run: RunDir, data: PreparedData,
                       round_hook: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """The whole teacher stage: the chosen acquisition (+ the random baseline when asked),
-    the exported teacher, its cached logits and the learning curve."""
+    the exported teacher, its cached logits and the learning curve, tracked round by round
+    (``tracking``: TensorBoard under ``RUN/tensorboard/teacher``, MLflow when asked)."""
     started = time.monotonic()
-    runs = [train_teacher(cfg, run, data, cfg.al.acquisition, round_hook)]
-    if cfg.al.compare_random and cfg.al.acquisition != "random":
-        runs.append(train_teacher(cfg, run, data, "random", start_from=runs[0]))
+    tracker = TeacherTracker(cfg, run.root)  # a missing mlflow fails here, before any training
+
+    def tracked(acquisition: str, **kwargs) -> TeacherRun:
+        with tracker.arm(acquisition):
+            arm = train_teacher(cfg, run, data, acquisition, **kwargs)
+            tracker.log_curve(acquisition, arm.curve)  # any round the progress poll missed
+        return arm
+
+    listening = _RoundProgress.listener.set(tracker.log_round)
+    try:
+        runs = [tracked(cfg.al.acquisition, round_hook=round_hook)]
+        if cfg.al.compare_random and cfg.al.acquisition != "random":
+            runs.append(tracked("random", start_from=runs[0]))
+    finally:
+        _RoundProgress.listener.reset(listening)
     write_curve(run, runs)
     scores = export_teacher(cfg, run, data, runs[0].checkpoint_dir)
     log.info(f"[teacher] exported to {run.teacher} (val acc {scores['validation_accuracy']:.4f}, "

@@ -241,15 +241,12 @@ def _finished_trials(experiment: Path) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tiny_teacher_run, tmp_path):
+def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tiny_teacher_run, teacher_only_run, tmp_path):
     from raydistill.pipeline import open_run
     from raydistill.trainables.student import run_sweep
 
-    _, run0, data, info = tiny_teacher_run
-    root = tmp_path / run0.root.name
-    shutil.copytree(run0.root, root, ignore=shutil.ignore_patterns("tune", "student", "train"))
-    stages = json.loads((root / "stages.json").read_text())
-    (root / "stages.json").write_text(json.dumps({"teacher": stages["teacher"]}))  # a teacher-only run
+    _, _, data, info = tiny_teacher_run
+    root = teacher_only_run
     grid = ["--set", "sweep.strategies=[bottom,top]", "--set", "sweep.temperatures=[2.0]",
             "--set", "sweep.seeds=[0,1,2]"]
     env = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1", "RAY_ADDRESS": ""}
@@ -323,3 +320,25 @@ def test_grid_points_cross_axes_and_take_tuned_values(make_tiny_config, tmp_path
     for v in variants:
         expected = (0.9, 1e-4) if v["strategy"] == "top" else (cfg.student.alpha, cfg.student.lr)
         assert (v["alpha"], v["lr"]) == expected
+
+
+def test_a_trial_retried_after_a_deterministic_error_fails_at_once(tiny_teacher_run, monkeypatch, tmp_path):
+    """A trial that meets one of raydistill's own errors (here: its teacher is gone) records
+    it; Tune's retry of the trial raises the same error at once, loading nothing."""
+    from raydistill.platform.errors import CheckpointError
+    from raydistill.trainables import student as student_module
+
+    cfg, run, data, info = tiny_teacher_run
+    fake = _FakeTune(tmp_path / "trial")
+    (tmp_path / "trial").mkdir()
+    monkeypatch.setattr(student_module, "tune", fake)
+    shared = student_module._shared_data(cfg, run, data, info["labeled"])
+    shared.update(experiment_dir=str(tmp_path), teacher_dir=str(tmp_path / "no-teacher"))
+    trial = {"strategy": "top", "temperature": 2.0, "seed": 0, "alpha": 0.5, "lr": 0.003}
+    with pytest.raises(CheckpointError) as first:
+        student_module.train_student(trial, shared)
+    loads = []
+    monkeypatch.setattr(student_module, "load_classifier", lambda *a, **k: loads.append(a))
+    with pytest.raises(CheckpointError) as retried:
+        student_module.train_student(trial, shared)
+    assert str(retried.value) == str(first.value) and loads == []

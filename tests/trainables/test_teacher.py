@@ -152,6 +152,41 @@ def _crash_once(round: int, rank: int, marker: Path, calls: Path):
     return hook
 
 
+def _deterministic_error_at(round: int, rank: int, calls: Path):
+    """A round hook that logs every (round, rank) start and raises a deterministic error (one of
+    raydistill's own, as a too-small pool would) at ``round`` on ``rank``, every time."""
+    def hook(at_round: int, at_rank: int) -> None:
+        from raydistill.platform.errors import PoolExhaustedError
+
+        with calls.open("a") as f:
+            f.write(f"{at_round} {at_rank}\n")
+        if (at_round, at_rank) == (round, rank):
+            raise PoolExhaustedError("round 1 asks for 250 more examples but the pool has 10 left")
+
+    return hook
+
+
+def test_a_deterministic_error_is_raised_once_not_retried(ray_cluster, make_tiny_config, tmp_path):
+    """Train restarts the worker group on any error (here up to 2 times); a restarted group
+    that finds the recorded deterministic error ends at once, and the driver raises it as
+    itself: round 1 runs once, not three times."""
+    from raydistill.pipeline import new_run
+    from raydistill.platform.errors import PoolExhaustedError
+    from raydistill.platform.prepared import prepare_data
+    from raydistill.trainables.teacher import train_teacher
+
+    cfg = make_tiny_config(tmp_path, "teacher.max_failures=2", "al.rounds=1")
+    run = new_run(cfg)
+    data = prepare_data(cfg, run)
+    calls = tmp_path / "round_starts.txt"
+    with pytest.raises(PoolExhaustedError, match="the pool has 10 left") as err:
+        train_teacher(cfg, run, data, "entropy", round_hook=_deterministic_error_at(1, 1, calls))
+    assert "Traceback" not in str(err.value)
+    starts = calls.read_text().split("\n")
+    assert starts.count("1 1") == 1, f"the deterministic error was retried: {starts}"
+    assert starts.count("0 0") == 1, f"round 0 ran again: {starts}"
+
+
 def test_killed_actor_and_crashed_worker_give_the_same_label_sets(tiny_teacher_run, make_tiny_config, tmp_path):
     """One run survives a killed ActiveLearner (after round 0) and a Train worker crashing once
     at the start of round 1; its per-round label sets equal the undisturbed run's. Round 2's
