@@ -1,15 +1,10 @@
 """`ray job submit` against a real head: the study runs as a job, attaches to the cluster
-through RAY_ADDRESS, and writes its report. The head is ours: started as a child process on
-free loopback ports with its own temp dir, and ended by its PID (never `ray stop`)."""
+through RAY_ADDRESS, and writes its report. The head is ours (``conftest.py``)."""
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,74 +14,6 @@ import pytest
 from ray.job_submission import JobStatus, JobSubmissionClient
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
-
-
-def _free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
-def _wait_for_port(port: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.5)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
-
-
-@pytest.fixture
-def ray_head(tmp_path):
-    """A Ray head on free loopback ports; yields (dashboard address, env); killed by PID."""
-    gcs, dashboard, agent, metrics, client = _free_ports(5)
-    bin_dir = str(Path(sys.executable).parent)
-    marker = f"raydistill-test-head-{os.getpid()}-{gcs}"
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
-           "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}", "RAYDISTILL_TEST_HEAD": marker}
-    env.pop("RAY_ADDRESS", None)
-    temp_dir = Path("/tmp") / f"rdh{os.getpid()}{gcs}"  # Ray's socket paths need a short temp dir
-    head = subprocess.Popen(
-        [str(Path(bin_dir) / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
-         f"--port={gcs}", f"--dashboard-port={dashboard}", "--dashboard-host=127.0.0.1",
-         f"--dashboard-agent-listen-port={agent}", f"--metrics-export-port={metrics}",
-         f"--ray-client-server-port={client}", f"--temp-dir={temp_dir}", "--num-cpus=2",
-         "--include-dashboard=true"],
-        env=env, stdout=(tmp_path / "head.log").open("w"), stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        _wait_for_port(dashboard, 120)
-        yield f"http://127.0.0.1:{dashboard}", env
-    finally:
-        head.send_signal(signal.SIGTERM)  # `ray start --block` stops its own processes on SIGTERM
-        try:
-            head.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            pass
-        try:
-            os.killpg(head.pid, signal.SIGKILL)  # anything of this head's session left behind
-        except ProcessLookupError:
-            pass
-        _kill_marked(marker)
-        shutil.rmtree(temp_dir, ignore_errors=True)
-
-
-def _kill_marked(marker: str) -> None:
-    """Kill what this head started in other sessions (Ray workers call setsid): every process
-    whose environment carries our marker, and nothing else."""
-    needle = f"RAYDISTILL_TEST_HEAD={marker}".encode()
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            if needle in (proc / "environ").read_bytes().split(b"\0"):
-                os.kill(int(proc.name), signal.SIGKILL)
-        except (OSError, ProcessLookupError):
-            pass
 
 
 def _ray(env, *args, timeout=120) -> subprocess.CompletedProcess:
