@@ -138,7 +138,7 @@ def build_app(args: BuildArgs | dict[str, Any]) -> serve.Application:
         max_ongoing_requests=max(GATEWAY_MIN_ONGOING, 4 * model_ongoing_requests(settings)),
         ray_actor_options={"num_cpus": settings.cpus_per_replica},
     )
-    return gateway.bind(models, settings.model_dump(), token or None)
+    return gateway.bind(models, settings.model_dump(), token or None, str(run.root))
 
 
 def _http_options(host: str, port: int, settings: ServeConfig) -> dict[str, Any]:

@@ -2,7 +2,9 @@
 
 The Gateway parses and checks requests (limits, token), calls a model deployment
 (:mod:`raydistill.serve.classifier`) with a timeout (a model that is down or slow gives 503 +
-JSON, never a hang) and serves the web page at ``/``. It holds no model code.
+JSON, never a hang) and serves the web pages: classify at ``/``, the study's results at
+``/results`` (read from the run directory by :func:`raydistill.serve.facts.study_facts`). It
+holds no model code.
 """
 
 # No `from __future__ import annotations`: FastAPI resolves the ingress methods' annotations
@@ -27,11 +29,13 @@ from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from raydistill.platform.config import ServeConfig
+from raydistill.platform.rundir import RunDir
 from raydistill.serve.classifier import FailedRequest
+from raydistill.serve.facts import empty_study, plot_path, study_facts, study_signature
 
 logger = logging.getLogger("ray.serve")
 PAGE_DIR = Path(__file__).parent / "page"
-PAGE_ASSETS = {"app.js": "text/javascript", "style.css": "text/css"}
+PAGE_ASSETS = {"app.js": "text/javascript", "results.js": "text/javascript", "style.css": "text/css"}
 DOCS_ASSETS = "/docs-assets"
 MAX_HEADER_BYTES = 16 * 1024  # what uvicorn's h11 parser allows, had Serve's proxy used it
 
@@ -136,15 +140,22 @@ async def _read_body(request: Request, limit: int) -> bytes | None:
 @serve.deployment
 @serve.ingress(api)
 class Gateway:
-    """HTTP front: request checks, bearer token, timeouts, the page. No model code here."""
+    """HTTP front: request checks, bearer token, timeouts, the pages. No model code here.
+
+    ``run_dir`` is the run directory whose study ``/results`` shows (None: no study to show).
+    """
 
     def __init__(
-        self, models: dict[str, DeploymentHandle], limits: dict[str, Any], token: str | None = None
+        self, models: dict[str, DeploymentHandle], limits: dict[str, Any], token: str | None = None,
+        run_dir: str | None = None,
     ) -> None:
         self.models = models
         self.limits = ServeConfig.model_validate(limits)
         self.token = token or None
+        self.run_dir = run_dir
         self._facts: dict[str, dict[str, Any]] = {}
+        self._study_cache: tuple[Any, dict[str, Any]] | None = None  # (signature, study facts)
+        self._study_lock = asyncio.Lock()
 
     # -- checks
 
@@ -230,6 +241,22 @@ class Gateway:
             logger.warning("model %r unavailable: %s: %s", name, type(err).__name__, err)
             return None, f"model {name!r} is unavailable"
 
+    async def _study(self) -> dict[str, Any]:
+        """The run's study (:func:`study_facts`), read off the event loop and kept until one of
+        the files it reads changes (a report written again, a new bench.json)."""
+        if self.run_dir is None:
+            return empty_study(None, "no study results: this app was deployed without a run directory")
+        signature = await asyncio.to_thread(study_signature, self.run_dir)
+        async with self._study_lock:  # one reader at a time: concurrent requests share its result
+            if self._study_cache is None or self._study_cache[0] != signature:
+                self._study_cache = (signature, await asyncio.to_thread(study_facts, self.run_dir))
+            return self._study_cache[1]
+
+    def _html(self, request: Request, name: str) -> HTMLResponse:
+        base = html.escape(request.scope.get("root_path", "").rstrip("/") + "/", quote=True)
+        text = (PAGE_DIR / name).read_text(encoding="utf-8")
+        return HTMLResponse(text.replace("{{BASE}}", base))
+
     # -- endpoints
 
     @api.post(
@@ -299,11 +326,35 @@ class Gateway:
         return JSONResponse({"status": "ok" if ok else "degraded", "models": models},
                             status_code=200 if ok else 503)
 
+    @api.get("/v1/results", summary="The study: strategy x temperature table with verdicts, the "
+             "teacher, the exported student's provenance, active learning, serving ratios")
+    async def results(self, request: Request) -> Response:
+        if denied := self._denied(request):
+            return denied
+        try:
+            study = await self._study()
+        except Exception as err:  # files that exist but disagree: the message names paths, log it
+            return _error(500, "the run's study files could not be read", detail=f"{type(err).__name__}: {err}")
+        return JSONResponse(study)
+
+    @api.get("/results/plots/{name}", summary="A figure of the study (PNG), by the name /v1/results lists",
+             responses={200: {"content": {"image/png": {}}, "description": "the PNG"}})
+    async def results_plot(self, request: Request, name: str) -> Response:
+        if denied := self._denied(request):
+            return denied
+        # The name is looked up among the known figures, never joined to a path.
+        path = None if self.run_dir is None else plot_path(RunDir(self.run_dir), name)
+        if path is None:
+            return _error(404, f"no plot {name!r} in this run")
+        return FileResponse(path, media_type="image/png", headers={"Cache-Control": "no-cache"})
+
     @api.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page(self, request: Request) -> Response:
-        base = html.escape(request.scope.get("root_path", "").rstrip("/") + "/", quote=True)
-        text = (PAGE_DIR / "index.html").read_text(encoding="utf-8")
-        return HTMLResponse(text.replace("{{BASE}}", base))
+        return self._html(request, "index.html")
+
+    @api.get("/results", response_class=HTMLResponse, include_in_schema=False)
+    async def results_page(self, request: Request) -> Response:
+        return self._html(request, "results.html")
 
     @api.get("/favicon.ico", include_in_schema=False)
     async def favicon(self) -> Response:

@@ -66,3 +66,5 @@ def test_a_node_killed_mid_sweep_loses_no_trial_and_the_report_counts_each_once(
     assert retried, "the retried trial left no error.txt from its first attempt"
     _, cells, _ = study_summary(teacher_only_run)
     assert sorted(cells["n"]) == [3, 3], cells
+    print(f"node kill: {len(df)} trials, {len(retried)} retried after the kill, all TERMINATED, "
+          f"cells n = {sorted(cells['n'])}")

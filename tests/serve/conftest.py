@@ -1,5 +1,7 @@
 """A tiny run directory for the Serve tests: config, a 4-layer teacher and a 2-layer student
-(hidden 32) with a WordPiece tokenizer trained on a few sentences, and student provenance.
+(hidden 32) with a WordPiece tokenizer trained on a few sentences, student provenance, and a
+finished study on disk (a small sweep in Tune's file format, the AL curve, the report and its
+plots, written by the real report writer) for the results page.
 
 Built once per session in seconds; nothing is downloaded. ``served`` deploys it once for the
 whole package (``__init__.py`` makes tests/serve a package, so the fixture's package scope ends
@@ -8,9 +10,12 @@ with this folder)."""
 from __future__ import annotations
 
 import json
+import shutil
 import socket
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -36,6 +41,22 @@ NEGATIVE = [
 ]
 LABEL_NAMES = ["negative", "positive"]
 TEACHER_LAYERS = [0, 3]
+# The study on disk: validation accuracy per seed of each (strategy, temperature) cell, on the 16
+# validation sentences (multiples of 1/16, so every trial's val_logits.npy matches its number).
+# uniform T=2 has the best mean and its seed 0 is the exported student (provenance below); the
+# policy finds bottom worse and the rest tied with it.
+SWEEP = {
+    ("uniform", 2.0): [0.8125, 0.8125],
+    ("uniform", 1.0): [0.8125, 0.75],
+    ("top", 2.0): [0.75, 0.75],
+    ("top", 1.0): [0.6875, 0.75],
+    ("bottom", 2.0): [0.4375, 0.375],
+    ("bottom", 1.0): [0.375, 0.375],
+}
+SWEEP_LAYERS = {"uniform": TEACHER_LAYERS, "top": [2, 3], "bottom": [0, 1]}
+EPOCHS = 2
+# The teacher's AL curve: round 0 is shared by both arms; the last entropy round is the teacher.
+AL_CURVE = {"entropy": [(4, 0.6875), (6, 0.875)], "random": [(4, 0.6875), (6, 0.75)]}
 
 
 def free_port() -> int:
@@ -68,6 +89,58 @@ def _bert(num_layers: int, vocab_size: int, seed: int):
     return BertForSequenceClassification(config).eval()
 
 
+def _logits(labels, accuracy: float, seed: int):
+    """Binary logits [N, 2] whose argmax is right on exactly round(accuracy * N) examples."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    preds = labels.copy()
+    wrong = rng.permutation(len(labels))[: len(labels) - int(round(accuracy * len(labels)))]
+    preds[wrong] = 1 - preds[wrong]
+    logits = np.zeros((len(labels), 2), np.float32)
+    logits[np.arange(len(labels)), preds] = rng.uniform(0.5, 3.0, len(labels))
+    return logits
+
+
+def _write_study(root: Path) -> None:
+    """What the teacher stage and the sweep leave on disk, in their formats (Tune 2.60's trial
+    directories: params.json, result.json lines, val_logits.npy), then the real report writer:
+    report.md, results.csv, summary.csv and plots/*.png."""
+    import numpy as np
+
+    from raydistill.platform.report import write_report
+    from raydistill.platform.report.trials import count_safetensors_params
+    from raydistill.platform.rundir import RunDir, save_array
+
+    run = RunDir(root)
+    labels = np.array([1] * len(POSITIVE) + [0] * len(NEGATIVE))  # the validation split's order
+    save_array(run.eval_labels("validation"), labels)
+    save_array(run.teacher_logits("validation"), _logits(labels, 0.875, 7))
+    params = count_safetensors_params(run.student)
+    for index, ((strategy, temperature), accs) in enumerate(SWEEP.items()):
+        for seed, acc in enumerate(accs):
+            cfg = {"strategy": strategy, "temperature": temperature, "seed": seed, "alpha": 0.5, "lr": 0.003}
+            trial_id = f"5e1f0_{2 * index + seed:05d}"
+            trial = (run.tune_experiment / f"student_{trial_id}_{2 * index + seed}_seed={seed},"
+                     f"strategy={strategy},temperature={temperature:.4f}_2026-11-23_16-42-03")
+            trial.mkdir(parents=True)
+            (trial / "params.json").write_text(json.dumps(cfg))
+            rows = [{"epoch": e, "train_loss": 0.7 - 0.1 * e, "val_loss": 0.65 - 0.05 * e,
+                     "val_accuracy": acc - 0.0625 * (EPOCHS - 1 - e), "fidelity": acc, "params": params,
+                     "layers": SWEEP_LAYERS[strategy], "strategy": strategy, "trial_id": trial_id,
+                     "training_iteration": e + 1, "done": e == EPOCHS - 1, "timestamp": 1795452127 + e,
+                     "time_total_s": 1.5 * (e + 1), "config": cfg} for e in range(EPOCHS)]
+            (trial / "result.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
+            np.save(trial / "val_logits.npy", _logits(labels, acc, 100 + 2 * index + seed))
+    lines = ["acquisition,round,labeled_count,val_accuracy"]
+    for arm, points in AL_CURVE.items():
+        for r, (count, acc) in enumerate(points):
+            lines.append(f"{arm},{r},{count},{acc}")
+            save_array(run.al / arm / f"val_logits_round{r}.npy", _logits(labels, acc, 300 + r))
+    run.al_curve.write_text("\n".join(lines) + "\n")
+    write_report(run.root)
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
     from raydistill.platform.config import config_from_dict, dump_config
@@ -81,9 +154,9 @@ def tiny_run(tmp_path_factory) -> Path:
         "data": {"source": "file", "path": str(root / "data")},
         "tokenizer": {"vocab_size": 120, "max_length": 32},
         "teacher": {"num_layers": 4, "hidden_size": 32, "num_heads": 2, "intermediate_size": 64},
-        "student": {"num_layers": 2},
+        "student": {"num_layers": 2, "epochs": EPOCHS},
         "al": {"initial_labeled": 4, "query_size": 2, "rounds": 1},
-        "sweep": {"strategies": ["uniform"], "temperatures": [2.0], "seeds": [0]},
+        "sweep": {"strategies": ["uniform", "top", "bottom"], "temperatures": [1.0, 2.0], "seeds": [0, 1]},
         # a free port: the bench starts Serve itself when it is not running
         "serve": {"port": free_port(), "max_batch_size": 8, "batch_wait_timeout_s": 0.02,
                   "cpus_per_replica": 0.2, "max_texts_per_request": 16, "max_chars_per_text": 500,
@@ -104,9 +177,11 @@ def tiny_run(tmp_path_factory) -> Path:
     )
     (root / "student" / "provenance.json").write_text(json.dumps({
         "strategy": "uniform", "teacher_layers": TEACHER_LAYERS, "teacher_num_layers": 4,
-        "student_num_layers": 2, "temperature": 2.0, "alpha": 0.5, "seed": 0, "seeds": [0],
-        "metrics": {"val_accuracy_mean": 0.8, "val_accuracy": 0.8125, "test_accuracy": 0.75},
+        "student_num_layers": 2, "temperature": 2.0, "alpha": 0.5, "lr": 0.003, "seed": 0, "seeds": [0, 1],
+        "exported": "the seed with the best validation accuracy in the winning cell",
+        "metrics": {"val_accuracy_mean": 0.8125, "val_accuracy": 0.8125, "test_accuracy": 0.75},
     }))
+    _write_study(root)
     return root
 
 
@@ -142,3 +217,27 @@ def served(ray_cluster, tiny_run) -> Served:
         yield Served(url, API_TOKEN)
     finally:
         shutdown()
+
+
+def no_sweep_copy(tiny_run: Path, dest: Path) -> Path:
+    """The tiny run as after its teacher stage: no Tune experiment, no report, no plots."""
+    shutil.copytree(tiny_run, dest, ignore=shutil.ignore_patterns(
+        "tune", "plots", "report.md", "results.csv", "summary.csv", "bench.*"))
+    return dest
+
+
+@contextmanager
+def lone_gateway(served: Served, name: str, run_dir: Path) -> Iterator[str]:
+    """A Gateway without models on ``run_dir``, beside the package's app at ``/<name>`` (same
+    token); yields its URL and deletes it afterwards."""
+    from ray import serve
+
+    from raydistill.serve.gateway import Gateway
+
+    quick = {"ray_actor_options": {"num_cpus": 0.05}, "graceful_shutdown_timeout_s": 0.5,
+             "graceful_shutdown_wait_loop_s": 0.1}
+    serve.run(Gateway.options(**quick).bind({}, {}, served.token, str(run_dir)), name=name, route_prefix=f"/{name}")
+    try:
+        yield f"{served.url}/{name}"
+    finally:
+        serve.delete(name)

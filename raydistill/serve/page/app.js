@@ -104,6 +104,10 @@ async function classify() {
   loadModels();
 }
 
+// The token is kept for this tab only, so the results page can use it too.
+const TOKEN_KEY = "raydistill-token";
+document.getElementById("token").value = sessionStorage.getItem(TOKEN_KEY) || "";
+document.getElementById("token").addEventListener("input", (e) => sessionStorage.setItem(TOKEN_KEY, e.target.value.trim()));
 document.getElementById("classify").addEventListener("click", classify);
 document.getElementById("text").addEventListener("keydown", (e) => {
   if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) classify();
