@@ -473,8 +473,31 @@ def bench_markdown(result: dict[str, Any]) -> str:
             for row in result["http"]]
     lines += _table(["texts/request", "concurrency", "student/teacher (batched)"]
                     + [f"{n} batched/per-request" for n in models], rows)
+    lines += ["", "Where a request's time goes (mean ms per answered request; the Gateway's "
+              "`Server-Timing`): the client's whole request; within it Serve's proxy and the "
+              "socket (client minus Gateway); the Gateway's own work (parsing, checks, the "
+              "response); the model call (the handle hop, the batch wait, tokenising, the forward "
+              "pass). Compare the model call with (a)'s time per batch.", ""]
+    lines += _table(["texts/request", "concurrency", "model", "stack", "client", "proxy + socket",
+                     "gateway", "model call"], latency_breakdown(result["http"], models))
     lines += ["", f"![throughput and p99 latency](plots/{BENCH_PLOT})", ""]
     return "\n".join(lines)
+
+
+def latency_breakdown(http: list[dict[str, Any]], models: list[str]) -> list[list[Any]]:
+    """One row per HTTP level, model and stack: client, proxy + socket, Gateway, model call (ms)."""
+    rows = []
+    for row in http:
+        for name in models:
+            for stack in ("batched", "per_request"):
+                r = row.get(f"{name}_{stack}")
+                if r is None or r.get("server_gateway_ms") is None or r.get("mean_ms") is None:
+                    continue
+                gateway, model = r["server_gateway_ms"], r.get("server_model_ms")
+                rows.append([row["texts_per_request"], row["concurrency"], name, stack.replace("_", "-"),
+                             _fmt(r["mean_ms"]), _fmt(r["mean_ms"] - gateway),
+                             _fmt(gateway - model if model is not None else None), _fmt(model)])
+    return rows
 
 
 def plot_bench(result: dict[str, Any], path: Path) -> None:

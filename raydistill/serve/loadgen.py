@@ -50,6 +50,22 @@ def ensure_loopback(url: str) -> None:
     )
 
 
+def server_timing(header: str | None) -> dict[str, float]:
+    """``{"gateway": ms, "model": ms}`` from a ``Server-Timing`` header (W3C syntax:
+    ``name;dur=ms, ...``); metrics without a duration or that do not parse are left out."""
+    out: dict[str, float] = {}
+    for metric in (header or "").split(","):
+        name, *params = [part.strip() for part in metric.split(";")]
+        for param in params:
+            key, _, value = param.partition("=")
+            if name and key.strip() == "dur":
+                try:
+                    out[name] = float(value)
+                except ValueError:
+                    pass
+    return out
+
+
 def _percentile(values: list[float], q: float) -> float | None:
     return float(np.percentile(values, q)) if values else None
 
@@ -83,6 +99,7 @@ async def _level(
     payload = _payloads(texts, model, texts_per_request)
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     latencies: list[float] = []
+    server: collections.defaultdict[str, list[float]] = collections.defaultdict(list)
     outcomes: collections.Counter[str] = collections.Counter()
     retried = 0
     async with httpx.AsyncClient(timeout=timeout_s, limits=limits, trust_env=False) as client:
@@ -94,6 +111,9 @@ async def _level(
                 try:
                     response = await client.post(url, json=payload(i), headers=headers)
                     outcome, retryable = str(response.status_code), response.status_code in _RETRYABLE
+                    if outcome == "200" and recording:
+                        for name, ms in server_timing(response.headers.get("server-timing")).items():
+                            server[name].append(ms)
                 except httpx.TransportError as err:
                     outcome, retryable = type(err).__name__, True
                 except httpx.HTTPError as err:
@@ -104,7 +124,9 @@ async def _level(
             return outcome, time.perf_counter() - t0
 
         # Warm-up (not recorded): connections open, replicas have run a forward pass.
+        recording = False
         await asyncio.gather(*(send(i) for i in range(warmup_requests)))
+        recording = True
 
         issued = 0
         started = time.perf_counter()
@@ -139,6 +161,9 @@ async def _level(
         "p50_ms": _percentile(ms, 50),
         "p95_ms": _percentile(ms, 95),
         "p99_ms": _percentile(ms, 99),
+        # Mean milliseconds per successful request inside the Gateway and inside its model call
+        # (Server-Timing); the client's mean minus the Gateway's is Serve's proxy and the socket.
+        **{f"server_{name}_ms": float(np.mean(values)) for name, values in sorted(server.items())},
     }
 
 

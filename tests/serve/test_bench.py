@@ -9,7 +9,7 @@ import time
 import pytest
 
 from raydistill.platform.config import BenchConfig
-from raydistill.serve.loadgen import LoadTargetError, ensure_loopback, run_load
+from raydistill.serve.loadgen import LoadTargetError, ensure_loopback, run_load, server_timing
 
 
 @pytest.mark.unit
@@ -38,6 +38,17 @@ def test_a_level_is_bounded_in_requests_and_seconds(get_free_port):
     started = time.perf_counter()
     result = run_load(url, "student", ["a"], 2, max_requests=10**9, max_seconds=0.5)
     assert time.perf_counter() - started < 5 and result["requests"] < 10**9
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("header, parsed", [
+    ("gateway;dur=12.5, model;dur=3", {"gateway": 12.5, "model": 3.0}),
+    ('gateway;desc="all";dur=7.25', {"gateway": 7.25}),
+    ("cache, model;dur=abc, ;dur=4", {}),
+    (None, {}),
+])
+def test_server_timing_is_parsed_as_w3c_writes_it(header, parsed):
+    assert server_timing(header) == parsed
 
 
 @pytest.mark.ray
@@ -72,6 +83,8 @@ def test_bench_writes_json_md_and_plot_with_sane_numbers(served, tiny_run):
             assert level["requests"] <= 16
             assert level["texts_per_s"] == pytest.approx(level["req_per_s"] * row["texts_per_request"])
             assert 0 < level["p50_ms"] <= level["p95_ms"] <= level["p99_ms"]
+            # where the time went: the model call inside the Gateway inside the client's request
+            assert 0 < level["server_model_ms"] < level["server_gateway_ms"] < level["mean_ms"], level
         assert row["student_batched_vs_per_request"] > 0 and row["teacher_batched_vs_per_request"] > 0
     summary = result["summary"]
     assert [entry["texts_per_request"] for entry in summary["http"]] == [1, 3]
@@ -86,6 +99,7 @@ def test_bench_writes_json_md_and_plot_with_sane_numbers(served, tiny_run):
     assert len(result["headline"]) == 5 and all("x" in line for line in result["headline"])
     assert "8 clients x 3 texts a request" in result["headline"][3]
     assert all(line in md for line in result["headline"])
+    assert "Where a request's time goes" in md and "proxy + socket" in md
     assert result["texts"]["source"] == "validation split"
     assert result["serve"]["baseline_max_batch_size"] == 1
     # the bench removed the baseline it deployed and left the running app alone
