@@ -136,3 +136,27 @@ def repo_root():
 def tiny_overrides():
     """The tiny study's ``--set`` overrides (for subprocesses and jobs)."""
     return list(TINY_OVERRIDES)
+
+
+@pytest.fixture(scope="session")
+def read_scalars():
+    """``read_scalars(directory)``: every scalar in the TensorBoard event files under it, by
+    tag: [(step, value), ...]. Reads the record format (length, crc, Event proto, crc) with
+    tensorboardX's protos, so no TensorBoard install is needed."""
+    import struct
+
+    from tensorboardX.proto.event_pb2 import Event
+
+    def read(directory):
+        scalars: dict[str, list[tuple[int, float]]] = {}
+        for path in sorted(directory.rglob("events.out.tfevents.*")):
+            data, offset = path.read_bytes(), 0
+            while offset < len(data):
+                (length,) = struct.unpack_from("<Q", data, offset)
+                event = Event.FromString(data[offset + 12:offset + 12 + length])
+                offset += 12 + length + 4
+                for value in event.summary.value:
+                    scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+        return scalars
+
+    return read

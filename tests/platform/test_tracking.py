@@ -4,9 +4,7 @@ each tool's own format (TensorBoard's event records, MLflow's client on a real f
 from __future__ import annotations
 
 import json
-import struct
 import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -23,23 +21,6 @@ CURVE = [
     {"round": 1, "labeled_count": 1250, "train_loss": 0.60, "val_loss": 0.66, "val_accuracy": 0.61, "acquire_s": 2.0},
     {"round": 2, "labeled_count": 1500, "train_loss": 0.52, "val_loss": 0.64, "val_accuracy": 0.64, "acquire_s": 2.5},
 ]
-
-
-def read_scalars(directory: Path) -> dict[str, list[tuple[int, float]]]:
-    """Every scalar in the event files under ``directory``, by tag: [(step, value), ...]. Reads
-    TensorBoard's record format (length, crc, Event proto, crc) with tensorboardX's protos."""
-    from tensorboardX.proto.event_pb2 import Event
-
-    scalars: dict[str, list[tuple[int, float]]] = {}
-    for path in sorted(directory.rglob("events.out.tfevents.*")):
-        data, offset = path.read_bytes(), 0
-        while offset < len(data):
-            (length,) = struct.unpack_from("<Q", data, offset)
-            event = Event.FromString(data[offset + 12:offset + 12 + length])
-            offset += 12 + length + 4
-            for value in event.summary.value:
-                scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
-    return scalars
 
 
 def _cfg(**tracking):
@@ -92,7 +73,7 @@ def test_mlflow_asked_for_but_missing_is_a_config_error_naming_the_extra(tmp_pat
     TeacherTracker(_cfg(), tmp_path)  # off: mlflow is never imported
 
 
-def test_teacher_rounds_become_tensorboard_scalars_once_each(tmp_path) -> None:
+def test_teacher_rounds_become_tensorboard_scalars_once_each(read_scalars, tmp_path) -> None:
     tracker = TeacherTracker(_cfg(), tmp_path)
     with tracker.arm("entropy"):
         tracker.log_round("entropy", CURVE[0])
@@ -155,7 +136,7 @@ def test_teacher_arms_become_mlflow_runs_in_a_real_file_store(tmp_path) -> None:
     assert len(client.get_metric_history(live[0].info.run_id, "val_accuracy")) == 2
 
 
-def test_a_failing_tracking_server_costs_a_warning_not_the_arm(tmp_path, caplog, monkeypatch) -> None:
+def test_a_failing_tracking_server_costs_a_warning_not_the_arm(read_scalars, tmp_path, caplog, monkeypatch) -> None:
     from raydistill.platform.logs import log
 
     monkeypatch.setattr(log, "handlers", [*log.handlers, caplog.handler])  # raydistill may not propagate

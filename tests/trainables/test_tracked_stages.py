@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import csv
 import json
-import struct
-from pathlib import Path
 
 import pytest
 
@@ -16,24 +14,7 @@ from raydistill.platform.tracking import teacher_tensorboard_dir
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(1200)]
 
 
-def read_scalars(directory: Path) -> dict[str, list[tuple[int, float]]]:
-    """Every scalar in the event files under ``directory``, by tag: [(step, value), ...]
-    (TensorBoard's records: length, crc, Event proto, crc; tensorboardX's protos)."""
-    from tensorboardX.proto.event_pb2 import Event
-
-    scalars: dict[str, list[tuple[int, float]]] = {}
-    for path in sorted(directory.rglob("events.out.tfevents.*")):
-        data, offset = path.read_bytes(), 0
-        while offset < len(data):
-            (length,) = struct.unpack_from("<Q", data, offset)
-            event = Event.FromString(data[offset + 12:offset + 12 + length])
-            offset += 12 + length + 4
-            for value in event.summary.value:
-                scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
-    return scalars
-
-
-def test_the_teacher_stage_writes_each_round_for_tensorboard(tiny_teacher_run) -> None:
+def test_the_teacher_stage_writes_each_round_for_tensorboard(read_scalars, tiny_teacher_run) -> None:
     cfg, run, _, _ = tiny_teacher_run
     with run.al_curve.open(encoding="utf-8") as f:
         curve = [row for row in csv.DictReader(f) if row["acquisition"] == cfg.al.acquisition]
@@ -45,7 +26,7 @@ def test_the_teacher_stage_writes_each_round_for_tensorboard(tiny_teacher_run) -
         [float(row["train_loss"]) for row in curve], abs=1e-6)
 
 
-def test_a_sweep_with_mlflow_makes_one_run_per_trial_and_tensorboard_events(tiny_teacher_run, teacher_only_run) -> None:
+def test_a_sweep_with_mlflow_makes_one_run_per_trial_and_tensorboard_events(read_scalars, tiny_teacher_run, teacher_only_run) -> None:
     from mlflow.tracking import MlflowClient
 
     from raydistill.pipeline import open_run
