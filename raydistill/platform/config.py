@@ -182,6 +182,10 @@ class ServeConfig(_Section):
     max_texts_per_request: int = Field(default=64, ge=1)
     max_chars_per_text: int = Field(default=20_000, ge=1)
     max_body_bytes: int = Field(default=2_000_000, ge=1024)
+    # Classify requests one client address may have in flight per Gateway replica; more get 429.
+    # Off by default: on loopback, and behind a proxy that does not keep addresses, every client
+    # shares one address.
+    max_requests_per_client: int | None = Field(default=None, ge=1)
     # A client that sends headers and then stalls its body gets 408 after this long.
     body_timeout_s: float = Field(default=10.0, gt=0)
     request_timeout_s: float = Field(default=30.0, gt=0)
@@ -226,6 +230,28 @@ class TrackingConfig(_Section):
     mlflow_experiment: str | None = Field(default=None, min_length=1)
 
 
+class PerformanceConfig(_Section):
+    """Fast paths: how the models run, never what they compute (free to change on ``--resume``).
+    Every switch is decided in :mod:`raydistill.platform.fastpath` and applies alike to teacher
+    training, pool scoring, student training, evaluation and serving.
+
+    ``bf16``: bfloat16 autocast on CUDA (ignored on a CPU, where bf16 is slower than fp32).
+    ``fused_adamw``: ``AdamW(fused=True)`` on CUDA (one kernel for all parameters; CPU: plain).
+    ``compile``: ``torch.compile`` every model forward (dynamic shapes, since batches are padded
+    to their own longest text). Costs a warm-up: each process compiles on its first batch, and
+    again on its first batch in the other mode (train/eval) — tens of seconds per model on a
+    CPU, more for a large model; it pays off only for long runs or long-lived serving replicas.
+    ``attention``: the HF ``attn_implementation`` models are built and loaded with (``sdpa``,
+    PyTorch's fused attention, or ``eager``, the reference implementation).
+    ``pin_memory``: pinned host batches and ``non_blocking`` copies to CUDA (ignored on a CPU)."""
+
+    bf16: bool = True
+    fused_adamw: bool = True
+    compile: bool = False
+    attention: Literal["sdpa", "eager"] = "sdpa"
+    pin_memory: bool = True
+
+
 class ExperimentConfig(_Section):
     """A whole study."""
 
@@ -242,6 +268,7 @@ class ExperimentConfig(_Section):
     serve: ServeConfig = ServeConfig()
     bench: BenchConfig = BenchConfig()
     tracking: TrackingConfig = TrackingConfig()
+    performance: PerformanceConfig = PerformanceConfig()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "ExperimentConfig":

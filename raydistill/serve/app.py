@@ -60,6 +60,7 @@ class BuildArgs(BaseModel):
     max_texts_per_request: int | None = None
     max_chars_per_text: int | None = None
     max_body_bytes: int | None = None
+    max_requests_per_client: int | None = None
     body_timeout_s: float | None = None
     request_timeout_s: float | None = None
 

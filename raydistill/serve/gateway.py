@@ -10,6 +10,7 @@ holds no model code.
 # No `from __future__ import annotations`: FastAPI resolves the ingress methods' annotations
 # (``request: Request``) at runtime, through Serve's wrapper, whose globals are not ours.
 import asyncio
+import collections
 import hmac
 import html
 import json
@@ -156,6 +157,7 @@ class Gateway:
         self._facts: dict[str, dict[str, Any]] = {}
         self._study_cache: tuple[Any, dict[str, Any]] | None = None  # (signature, study facts)
         self._study_lock = asyncio.Lock()
+        self._in_flight: collections.Counter[str] = collections.Counter()  # classify calls per client
 
     # -- checks
 
@@ -267,6 +269,20 @@ class Gateway:
         started = time.perf_counter()
         if refused := self._oversized_headers(request) or self._denied(request):
             return refused
+        client = request.client.host if request.client else "unknown"
+        cap = self.limits.max_requests_per_client
+        if cap is not None and self._in_flight[client] >= cap:
+            return _error(429, f"{cap} requests from this client are already in flight "
+                               "(serve.max_requests_per_client); retry when one has answered")
+        self._in_flight[client] += 1
+        try:
+            return await self._classify(request, started)
+        finally:
+            self._in_flight[client] -= 1
+            if self._in_flight[client] <= 0:
+                del self._in_flight[client]
+
+    async def _classify(self, request: Request, started: float) -> Response:
         body, err = await self._read_json(request)
         if err:
             return err

@@ -372,3 +372,42 @@ def test_a_killed_gateway_replica_costs_no_request(served):
     while _running_gateways() < 2:  # Serve replaces it: later tests get two again
         assert time.monotonic() < deadline, "Serve did not replace the killed Gateway"
         time.sleep(1)
+
+
+@pytest.mark.ray
+def test_one_client_may_hold_only_its_share_of_requests(served):
+    """With serve.max_requests_per_client, a client's requests beyond the cap get a JSON 429
+    at once instead of queueing behind its own; once one answers, the next is accepted."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ray import serve
+
+    from raydistill.serve.gateway import Gateway
+
+    quick = {"ray_actor_options": {"num_cpus": 0.05}, "graceful_shutdown_timeout_s": 0.5,
+             "graceful_shutdown_wait_loop_s": 0.1}
+
+    @serve.deployment(**quick)
+    class Slow:  # defined here so Ray pickles it by value
+        async def __call__(self, texts):
+            await asyncio.sleep(2.0)
+            return [{"label": "positive", "score": 0.9} for _ in texts]
+
+    limits = {"max_requests_per_client": 2}
+    serve.run(Gateway.options(**quick).bind({"student": Slow.bind()}, limits), name="capped", route_prefix="/capped")
+    try:
+        url = f"{served.url}/capped/v1/classify"
+
+        def post(_):
+            return httpx.post(url, json={"texts": ["a"]}, timeout=30, trust_env=False)
+
+        with ThreadPoolExecutor(3) as pool:
+            first = [pool.submit(post, i) for i in range(2)]
+            time.sleep(0.5)  # both are in flight, waiting on the slow model
+            third = post(2)
+            codes = sorted(f.result().status_code for f in first)
+        assert codes == [200, 200]
+        assert third.status_code == 429 and "serve.max_requests_per_client" in third.json()["error"]
+        assert post(3).status_code == 200  # the earlier ones answered: a slot is free again
+    finally:
+        serve.delete("capped")
