@@ -17,8 +17,9 @@ import numpy as np
 import torch
 
 from raydistill.platform.errors import PoolExhaustedError, RaydistillError
+from raydistill.platform.fastpath import PerfLike, autocast_context
 from raydistill.platform.layers import lookup
-from raydistill.platform.models import autocast_context, model_inputs
+from raydistill.platform.models import model_inputs
 from raydistill.platform.text import Encoded, collate
 
 
@@ -121,21 +122,23 @@ def batch_seed(seed: int, round: int, batch_indices: Sequence[int]) -> int:
 
 
 def mc_dropout_probs(
-    model: torch.nn.Module, batch: Mapping[str, torch.Tensor], n_samples: int, seed: int
+    model: torch.nn.Module, batch: Mapping[str, torch.Tensor], n_samples: int, seed: int,
+    perf: PerfLike = None,
 ) -> torch.Tensor:
     """float32 probabilities [S, B, C] on CPU from ``n_samples`` forward passes with dropout on.
 
     The dropout masks come from ``seed`` alone (the same seed and batch give the same samples);
     the global RNG state is saved and restored around them, and so is the model's train/eval mode.
+    ``perf``: the fast paths (autocast, copies) of :mod:`raydistill.platform.fastpath`.
     """
     device = next(model.parameters()).device
-    inputs = model_inputs(batch, device)
+    inputs = model_inputs(batch, device, perf)
     # Dropout draws from the default generator of the model's device (it takes no generator).
     cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
     was_training = model.training
     model.train()  # dropout on: each pass samples a different sub-network
     try:
-        with torch.random.fork_rng(devices=cuda), torch.inference_mode(), autocast_context(device):
+        with torch.random.fork_rng(devices=cuda), torch.inference_mode(), autocast_context(device, perf):
             torch.default_generator.manual_seed(seed)
             for index in cuda:
                 with torch.cuda.device(index):
@@ -156,13 +159,16 @@ def score_batches(
     mc_samples: int,
     seed: int,
     round: int,
+    perf: PerfLike = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Score whole batches of pool indices with ``model``: (indices, scores), both (N,).
 
     A batch's scores depend only on its members, the weights, and for MC-dropout rules on
     :func:`batch_seed` (seed, round, batch): scoring batches in any order or grouping, on 1 or N
     scorers, gives each example the same score. Raises RaydistillError for a rule that scores
-    the pool without a model (``pool_scores``), ConfigError for an unknown name.
+    the pool without a model (``pool_scores``), ConfigError for an unknown name. ``perf``: the
+    fast paths (autocast, pinned copies) of :mod:`raydistill.platform.fastpath`; batches are
+    padded to their longest member (the scorers' batches come length-sorted).
     """
     rule = lookup(ACQUISITIONS, acquisition, "acquisition")
     if rule.pool_scores is not None:
@@ -177,21 +183,22 @@ def score_batches(
         ]
         batch = collate(items, pad_token_id)
         if rule.mc_dropout:
-            probs = mc_dropout_probs(model, batch, mc_samples, batch_seed(seed, round, batch_indices))
+            probs = mc_dropout_probs(model, batch, mc_samples, batch_seed(seed, round, batch_indices), perf)
             scores.append(score_probs(acquisition, probs, seed))
         else:
-            scores.append(score_logits(acquisition, _eval_logits(model, batch, device), seed))
+            scores.append(score_logits(acquisition, _eval_logits(model, batch, device, perf), seed))
         indices.extend(batch_indices)
     return np.asarray(indices, dtype=np.int64), np.concatenate(scores) if scores else np.zeros(0)
 
 
-def _eval_logits(model: torch.nn.Module, batch: Mapping[str, torch.Tensor], device: torch.device) -> torch.Tensor:
+def _eval_logits(model: torch.nn.Module, batch: Mapping[str, torch.Tensor], device: torch.device,
+                 perf: PerfLike = None) -> torch.Tensor:
     """float32 logits (B, C) on CPU in eval mode; the model's previous mode is restored."""
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode(), autocast_context(device):
-            return model(**model_inputs(batch, device)).logits.float().cpu()
+        with torch.inference_mode(), autocast_context(device, perf):
+            return model(**model_inputs(batch, device, perf)).logits.float().cpu()
     finally:
         model.train(was_training)
 

@@ -7,7 +7,6 @@ back in dataset order whatever the sampler did.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import random
 import shutil
@@ -26,6 +25,7 @@ from transformers import (
 
 from raydistill.platform.config import TeacherConfig
 from raydistill.platform.errors import CheckpointError, DataError
+from raydistill.platform.fastpath import PerfLike, autocast_context, to_device
 from raydistill.platform.rundir import atomic_write_json
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -39,19 +39,21 @@ def build_teacher(
     pad_token_id: int = 0,
     seed: int = 0,
     label_names: Sequence[str] | None = None,
+    attn_implementation: str | None = None,
 ) -> PreTrainedModel:
     """A pretrained classifier (``cfg.pretrained``) or a BERT built from ``cfg``, seeded.
 
     ``label_names`` go into the config's ``id2label``/``label2id``, so the exported teacher and
     every student (whose config is the teacher's) answer HF ``pipeline()`` with the dataset's
     names rather than ``LABEL_0``. Raises CheckpointError when the pretrained model cannot be
-    loaded.
+    loaded. ``attn_implementation`` (``sdpa``, ``eager``: ``performance.attention``) is HF's;
+    None leaves HF's default.
     """
     names = list(label_names) if label_names is not None else [f"LABEL_{i}" for i in range(num_labels)]
     if len(names) != num_labels:
         raise DataError(f"{len(names)} label names {names} for {num_labels} labels")
     labels = {"num_labels": num_labels, "id2label": dict(enumerate(names)),
-              "label2id": {name: i for i, name in enumerate(names)}}
+              "label2id": {name: i for i, name in enumerate(names)}, **_attention(attn_implementation)}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if cfg.pretrained:
@@ -70,6 +72,10 @@ def build_teacher(
             **labels,
         )
         return BertForSequenceClassification(config)
+
+
+def _attention(attn_implementation: str | None) -> dict[str, str]:
+    return {} if attn_implementation is None else {"attn_implementation": attn_implementation}
 
 
 PACKAGE_PREFIX = "pkg:"
@@ -103,18 +109,26 @@ def _from_pretrained(path_or_name: str | Path, **kwargs: Any) -> PreTrainedModel
         raise CheckpointError(f"cannot load a classifier from {path_or_name}: {err}") from None
 
 
-def load_classifier(path: str | Path) -> PreTrainedModel:
-    """A classifier saved by :func:`save_classifier`. Raises CheckpointError if missing/invalid."""
+def load_classifier(path: str | Path, attn_implementation: str | None = None) -> PreTrainedModel:
+    """A classifier saved by :func:`save_classifier`, with ``attn_implementation`` (None: HF's
+    default). Raises CheckpointError if missing/invalid."""
     path = Path(path)
     if not (path / "config.json").is_file():
         raise CheckpointError(f"{path} is not a saved classifier (no config.json)")
-    return _from_pretrained(path)
+    return _from_pretrained(path, **_attention(attn_implementation))
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The model inside a DDP / DataParallel wrapper (Ray Train's ``prepare_model`` adds one)."""
+    """The model inside its wrappers: DDP / DataParallel (Ray Train's ``prepare_model`` adds one)
+    and ``torch.compile``'s (``performance.compile``), in any nesting."""
     wrappers = (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)
-    return model.module if isinstance(model, wrappers) else model
+    while True:
+        if isinstance(model, wrappers):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), torch.nn.Module):  # OptimizedModule
+            model = model._orig_mod
+        else:
+            return model
 
 
 def save_classifier(
@@ -167,32 +181,32 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def autocast_context(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA; on CPU nothing (CPU bf16 is slower than fp32 on most machines)."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def model_inputs(batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    """The tensors a model's forward takes, on ``device`` (labels and index stay behind)."""
-    return {k: batch[k].to(device, non_blocking=True) for k in MODEL_INPUTS if k in batch}
+def model_inputs(
+    batch: Mapping[str, torch.Tensor], device: torch.device, perf: PerfLike = None
+) -> dict[str, torch.Tensor]:
+    """The tensors a model's forward takes, on ``device`` (labels and index stay behind);
+    pinned, non-blocking copies on CUDA when ``perf.pin_memory`` (the default) is on."""
+    return {k: to_device(batch[k], device, perf) for k in MODEL_INPUTS if k in batch}
 
 
 def predict_logits(
-    model: torch.nn.Module, loader: Iterable[Mapping[str, torch.Tensor]], device: torch.device
+    model: torch.nn.Module,
+    loader: Iterable[Mapping[str, torch.Tensor]],
+    device: torch.device,
+    perf: PerfLike = None,
 ) -> torch.Tensor:
     """float32 logits (N, C) on CPU, row i for the example with the i-th smallest ``index``.
 
-    Runs in eval mode under ``inference_mode``; the model's previous mode is restored.
+    Runs in eval mode under ``inference_mode`` and the autocast ``perf`` asks for (default:
+    bf16 on CUDA); the model's previous mode is restored.
     """
     was_training = model.training
     model.eval()
     logits, indices = [], []
     try:
-        with torch.inference_mode(), autocast_context(device):
+        with torch.inference_mode(), autocast_context(device, perf):
             for batch in loader:
-                logits.append(model(**model_inputs(batch, device)).logits.float().cpu())
+                logits.append(model(**model_inputs(batch, device, perf)).logits.float().cpu())
                 indices.append(torch.as_tensor(batch["index"]).cpu())
     finally:
         model.train(was_training)

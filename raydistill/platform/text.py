@@ -283,10 +283,13 @@ def make_loader(
     num_replicas: int = 1,
     rank: int = 0,
     pad_token_id: int = 0,
+    pin_memory: bool = False,
 ) -> DataLoader:
     """A DataLoader over ``encoded`` (restricted to ``indices``) with bucketed, padded batches.
     Call ``loader.batch_sampler.set_epoch(e)`` each epoch. In-process (num_workers=0): the data
-    is already tokenised, and worker processes would only copy it."""
+    is already tokenised, and worker processes would only copy it. ``pin_memory``: batches in
+    pinned host memory, for non-blocking copies to CUDA (pass
+    :func:`raydistill.platform.fastpath.loader_kwargs`, which sets it on CUDA only)."""
     sampler = LengthBucketSampler(
         encoded.lengths, batch_size, indices, shuffle, seed, num_replicas, rank
     )
@@ -295,6 +298,7 @@ def make_loader(
         batch_sampler=sampler,
         collate_fn=functools.partial(collate, pad_token_id=pad_token_id),
         num_workers=0,
+        pin_memory=pin_memory,
     )
 
 

@@ -133,6 +133,7 @@ def build_app(args: BuildArgs | dict[str, Any]) -> serve.Application:
             threads=cfg.threads_per_worker,
             label_names=label_names,
             facts=model_facts(run, name),
+            performance=cfg.performance.model_dump(),
         )
     gateway = Gateway.options(
         num_replicas=settings.gateway_replicas,

@@ -65,12 +65,15 @@ class Classifier:
         threads: int = 1,
         label_names: list[str] | None = None,
         facts: dict[str, Any] | None = None,
+        performance: dict[str, Any] | None = None,
     ) -> None:
         import torch
 
         self.name = name
         self.max_batch_size = max_batch_size
-        self.predictor = Predictor(model_dir, max_length=max_length, label_names=label_names)
+        # ``performance``: the run's fast-path switches (bf16, compile, attention, pinned copies).
+        self.predictor = Predictor(model_dir, max_length=max_length, label_names=label_names,
+                                   performance=performance)
         if self.predictor.device.type == "cpu":
             # Ray sets OMP_NUM_THREADS from num_cpus; say it explicitly so ratios are fair.
             torch.set_num_threads(threads)

@@ -16,9 +16,14 @@ if TYPE_CHECKING:  # torch is imported lazily: the Gateway replica never needs i
 class Predictor:
     """A sequence classifier and its tokenizer, for inference only (no Ray).
 
-    ``predict(texts)`` returns one ``{"label", "score"}`` per text, in order. bf16 autocast on
-    CUDA, ``torch.inference_mode`` always; texts are truncated to ``max_length`` tokens and
-    padded to the longest in their chunk.
+    ``predict(texts)`` returns one ``{"label", "score"}`` per text, in order, under
+    ``torch.inference_mode``; texts are truncated to ``max_length`` tokens, sorted by length and
+    padded to the longest in their chunk. ``performance``: the run's ``performance`` section (a
+    PerformanceConfig or its dict; None: the defaults), applied by
+    :mod:`raydistill.platform.fastpath` as in training: bf16 autocast and pinned, non-blocking
+    copies on CUDA, the attention implementation, ``torch.compile`` (the first requests of a
+    replica then wait for the compilation). CUDA only where torch sees it, whatever GPU share
+    Ray gave the replica.
     """
 
     def __init__(
@@ -30,17 +35,22 @@ class Predictor:
         label_names: list[str] | None = None,
         tokenizer_dir: str | Path | None = None,
         chunk_size: int = 256,
+        performance: Any = None,
     ) -> None:
         import torch
         from transformers.utils import logging as hf_logging
 
+        from raydistill.platform import fastpath
         from raydistill.platform.models import count_parameters, load_classifier
         from raydistill.platform.text import load_tokenizer
 
         hf_logging.disable_progress_bar()  # no "Loading weights" bars in replica logs
         self.model_dir = Path(model_dir)
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.model = load_classifier(self.model_dir).to(self.device).eval()
+        self.performance = fastpath.performance(performance)
+        self.device = torch.device(device) if device else fastpath.select_device(True)
+        self.model = load_classifier(self.model_dir, fastpath.attn_implementation(self.performance))
+        self.model = self.model.to(self.device).eval()
+        self._forward = fastpath.maybe_compile(self.model, self.performance)
         self.tokenizer = load_tokenizer(_tokenizer_dir(self.model_dir, tokenizer_dir))
         limit = int(getattr(self.model.config, "max_position_embeddings", 512))
         self.max_length = min(max_length or limit, limit)
@@ -53,18 +63,19 @@ class Predictor:
         """float32 logits (N, C) on CPU, row i for ``texts[i]``."""
         import torch
 
-        from raydistill.platform.models import MODEL_INPUTS, autocast_context
+        from raydistill.platform.fastpath import autocast_context
+        from raydistill.platform.models import model_inputs
         from raydistill.platform.text import encode_texts
 
         # Large inputs are cut into chunks of similar length, so padding stays small.
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out = torch.empty(len(texts), len(self.labels), dtype=torch.float32)
-        with torch.inference_mode(), autocast_context(self.device):
+        with torch.inference_mode(), autocast_context(self.device, self.performance):
             for start in range(0, len(order), self.chunk_size):
                 rows = order[start : start + self.chunk_size]
                 batch = encode_texts(self.tokenizer, [texts[i] for i in rows], self.max_length)
-                inputs = {k: batch[k].to(self.device) for k in MODEL_INPUTS if k in batch}
-                out[rows] = self.model(**inputs).logits.float().cpu()  # (len(rows), C)
+                inputs = model_inputs(batch, self.device, self.performance)
+                out[rows] = self._forward(**inputs).logits.float().cpu()  # (len(rows), C)
         return out
 
     def predict(self, texts: list[str]) -> list[dict[str, Any]]:

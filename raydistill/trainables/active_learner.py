@@ -22,6 +22,8 @@ import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification
 
 from raydistill.platform.acquisition import ACQUISITIONS, score_batches
+from raydistill.platform.config import PerformanceConfig
+from raydistill.platform.fastpath import attn_implementation, maybe_compile, select_device
 from raydistill.platform.layers import lookup
 from raydistill.platform.pool import PoolLearner
 from raydistill.platform.prepared import load_encoded
@@ -31,7 +33,8 @@ from raydistill.platform.text import Encoded, LengthBucketSampler
 
 @dataclass(frozen=True)
 class ScoringPlan:
-    """How the pool is scored: ``scorers`` tasks with these resources, whole batches each."""
+    """How the pool is scored: ``scorers`` tasks with these resources, whole batches each, run
+    with the fast paths of ``performance`` (None: the defaults)."""
 
     acquisition: str
     scorers: int
@@ -41,6 +44,7 @@ class ScoringPlan:
     mc_samples: int
     pad_token_id: int
     threads: int = 1
+    performance: PerformanceConfig | None = None
 
 
 @ray.remote(max_restarts=-1, max_task_retries=-1)
@@ -53,20 +57,24 @@ class Scorer:
         torch.set_num_threads(plan.threads)
         self._plan = plan
         self._pool: Encoded = ray.get(pool_ref[0])
-        self._device = torch.device("cuda" if plan.num_gpus > 0 and torch.cuda.is_available() else "cpu")
+        # A fractional GPU from Ray on a node where torch sees no CUDA: score on the CPU.
+        self._device = select_device(plan.num_gpus > 0)
         self._model: torch.nn.Module | None = None
+        self._fast: torch.nn.Module | None = None  # the model, compiled when asked
 
     def score(self, model_config: dict[str, Any], weights: list, batches: list[list[int]],
               seed: int, round: int) -> tuple[np.ndarray, np.ndarray]:
         """(indices, scores) of whole pool batches; MC-dropout masks depend on (seed, round,
         batch) only, so which scorer gets a batch never changes its scores."""
+        plan = self._plan
         if self._model is None:
             config = AutoConfig.for_model(**model_config)
-            self._model = AutoModelForSequenceClassification.from_config(config).to(self._device)
-        self._model.load_state_dict(ray.get(weights[0]))
-        plan = self._plan
-        return score_batches(self._model, self._pool, batches, plan.acquisition, pad_token_id=plan.pad_token_id,
-                             mc_samples=plan.mc_samples, seed=seed, round=round)
+            self._model = AutoModelForSequenceClassification.from_config(
+                config, attn_implementation=attn_implementation(plan.performance)).to(self._device)
+            self._fast = maybe_compile(self._model, plan.performance)  # compiled once, kept
+        self._model.load_state_dict(ray.get(weights[0]))  # in place: the compiled graph stays valid
+        return score_batches(self._fast, self._pool, batches, plan.acquisition, pad_token_id=plan.pad_token_id,
+                             mc_samples=plan.mc_samples, seed=seed, round=round, perf=plan.performance)
 
 
 def shard_batches(lengths: np.ndarray, candidates: np.ndarray, batch_size: int, shards: int) -> list[list[list[int]]]:

@@ -6,22 +6,34 @@ and the winning cell's students' (every seed's test logits, for the report's tes
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import ray
 import torch
 
+from raydistill.platform.fastpath import (
+    attn_implementation,
+    loader_kwargs,
+    maybe_compile,
+    performance,
+    select_device,
+)
 from raydistill.platform.models import load_classifier, predict_logits
 from raydistill.platform.text import Encoded, make_loader
 
 
 @ray.remote
 def _split_logits_task(model_dir: str, encoded: dict[str, Encoded], batch_size: int,
-                       pad_token_id: int, threads: int) -> dict[str, np.ndarray]:
+                       pad_token_id: int, threads: int,
+                       perf: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
     torch.set_num_threads(threads)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = load_classifier(model_dir).to(device)
+    perf = performance(perf)
+    device = select_device(True)
+    model = maybe_compile(load_classifier(model_dir, attn_implementation(perf)).to(device), perf)
     return {
-        name: predict_logits(model, make_loader(enc, batch_size, pad_token_id=pad_token_id), device)
+        name: predict_logits(model, make_loader(enc, batch_size, pad_token_id=pad_token_id,
+                                                **loader_kwargs(device, perf)), device, perf)
         .numpy().astype(np.float32)
         for name, enc in encoded.items()
     }
@@ -34,16 +46,19 @@ def idle_cpus() -> int:
 
 
 def split_logits(model_dir: str, encoded: dict[str, Encoded], batch_size: int, pad_token_id: int, *,
-                 threads: int = 1, num_cpus: float = 1.0, num_gpus: float = 0.0) -> dict[str, np.ndarray]:
-    """float32 logits (N, C) of the model in ``model_dir`` on every split in ``encoded``."""
+                 threads: int = 1, num_cpus: float = 1.0, num_gpus: float = 0.0,
+                 perf: Any = None) -> dict[str, np.ndarray]:
+    """float32 logits (N, C) of the model in ``model_dir`` on every split in ``encoded``, run
+    with the fast paths of ``perf`` (the config's ``performance`` section; None: defaults)."""
     return models_split_logits([model_dir], encoded, batch_size, pad_token_id, threads=threads,
-                               num_cpus=num_cpus, num_gpus=num_gpus)[0]
+                               num_cpus=num_cpus, num_gpus=num_gpus, perf=perf)[0]
 
 
 def models_split_logits(model_dirs: list[str], encoded: dict[str, Encoded], batch_size: int,
                         pad_token_id: int, *, threads: int = 1, num_cpus: float = 1.0,
-                        num_gpus: float = 0.0) -> list[dict[str, np.ndarray]]:
+                        num_gpus: float = 0.0, perf: Any = None) -> list[dict[str, np.ndarray]]:
     """:func:`split_logits` of several models, one Ray task each, run side by side."""
     task = _split_logits_task.options(num_cpus=num_cpus, num_gpus=num_gpus)
     shared = ray.put(encoded)
-    return ray.get([task.remote(d, shared, batch_size, pad_token_id, threads) for d in model_dirs])
+    switches = performance(perf).model_dump()
+    return ray.get([task.remote(d, shared, batch_size, pad_token_id, threads, switches) for d in model_dirs])

@@ -29,11 +29,19 @@ from transformers import get_linear_schedule_with_warmup
 from raydistill.platform import metrics as M
 from raydistill.platform.config import ExperimentConfig
 from raydistill.platform.errors import CheckpointError, RaydistillError
+from raydistill.platform.fastpath import (
+    attn_implementation,
+    autocast_context,
+    loader_kwargs,
+    make_optimizer,
+    maybe_compile,
+    restore_optimizer,
+    select_device,
+)
 from raydistill.platform.layers import build_student, hidden_layer_map
 from raydistill.platform.logs import log
 from raydistill.platform.losses import kd_loss
 from raydistill.platform.models import (
-    autocast_context,
     count_parameters,
     eval_batch_size,
     load_classifier,
@@ -70,24 +78,27 @@ class SweepInterrupted(RaydistillError):
 
 
 def _device(cfg: ExperimentConfig) -> torch.device:
-    return torch.device("cuda" if cfg.sweep.gpus_per_trial > 0 and torch.cuda.is_available() else "cpu")
+    """CUDA for a trial with a GPU share, unless torch sees none (then the CPU, whatever Ray gave)."""
+    return select_device(cfg.sweep.gpus_per_trial > 0)
 
 
 def _distil_epoch(student, teacher, shared: dict[str, Any], trial: dict[str, Any], optimizer,
                   scheduler, epoch: int, device) -> dict[str, float]:
     """One pass over the pool; returns the mean of each loss term."""
     cfg: ExperimentConfig = shared["cfg_obj"]
+    perf = cfg.performance
     pool: Encoded = shared["pool"]
     labeled = torch.as_tensor(shared["labeled_mask"])
     cached = None if teacher is not None else torch.as_tensor(shared["teacher_pool_logits"])
     loader = make_loader(pool, cfg.student.batch_size, indices=shared["transfer"], shuffle=True,
-                         seed=trial["seed"] * 1000 + epoch, pad_token_id=shared["pad_token_id"])
+                         seed=trial["seed"] * 1000 + epoch, pad_token_id=shared["pad_token_id"],
+                         **loader_kwargs(device, perf))
     beta, sums, count = cfg.student.beta, {}, 0
     student.train()
     for batch in loader:
-        inputs = model_inputs(batch, device)
+        inputs = model_inputs(batch, device, perf)
         index = batch["index"]
-        with autocast_context(device):
+        with autocast_context(device, perf):
             out = student(**inputs, output_hidden_states=beta > 0)
             if teacher is None:
                 t_logits, t_hidden = cached[index].to(device), None
@@ -115,8 +126,10 @@ def _distil_epoch(student, teacher, shared: dict[str, Any], trial: dict[str, Any
 
 def _validate(student, shared: dict[str, Any], device) -> tuple[dict[str, float], np.ndarray]:
     val: Encoded = shared["validation"]
-    loader = make_loader(val, eval_batch_size(shared["cfg_obj"].student.batch_size), pad_token_id=shared["pad_token_id"])
-    logits = predict_logits(student, loader, device)
+    perf = shared["cfg_obj"].performance
+    loader = make_loader(val, eval_batch_size(shared["cfg_obj"].student.batch_size), pad_token_id=shared["pad_token_id"],
+                         **loader_kwargs(device, perf))
+    logits = predict_logits(student, loader, device, perf)
     labels = torch.as_tensor(val.labels)
     predictions = logits.argmax(-1)
     teacher_predictions = torch.as_tensor(shared["teacher_val_logits"]).argmax(-1)
@@ -150,17 +163,19 @@ def _distil(trial: dict[str, Any], shared: dict[str, Any]) -> None:
     # data order is seeded by the loader. Same (strategy, T, seed): same validation logits.
     set_seed(trial["seed"])
     torch.set_num_threads(max(1, int(cfg.sweep.cpus_per_trial)))
-    device = _device(cfg)
-    teacher = load_classifier(shared["teacher_dir"])
+    device, perf = _device(cfg), cfg.performance
+    attention = attn_implementation(perf)
+    teacher = load_classifier(shared["teacher_dir"], attention)
+    # The student's config is the teacher's, attention implementation included.
     student, provenance = build_student(teacher, trial["strategy"], cfg.student.num_layers,
                                         cfg.sweep.custom_layers, seed=trial["seed"])
-    teacher = teacher.to(device).eval() if cfg.student.beta > 0 else None  # beta = 0: cache only
+    teacher = maybe_compile(teacher.to(device).eval(), perf) if cfg.student.beta > 0 else None  # beta = 0: cache only
     start_epoch, resumed, history = 0, {}, []
     checkpoint = tune.get_checkpoint()  # Tune's own retry of this trial (a lost worker)
     staged = shared.get("resume", {}).get(_point_key(trial))  # `sweep --resume` after a stop
     if checkpoint is not None or staged:
         with (checkpoint.as_directory() if checkpoint is not None else contextlib.nullcontext(staged)) as directory:
-            student = load_classifier(Path(directory) / MODEL_DIR)
+            student = load_classifier(Path(directory) / MODEL_DIR, attention)
             state = json.loads((Path(directory) / STATE_FILE).read_text())
             start_epoch, history = state["epoch"], state.get("history", [])
             resumed = _read_resume_state(Path(directory))
@@ -171,9 +186,9 @@ def _distil(trial: dict[str, Any], shared: dict[str, Any]) -> None:
     if cfg.student.freeze_embeddings:
         student.base_model.embeddings.requires_grad_(False)
     trainable = [p for p in student.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=trial["lr"], weight_decay=cfg.student.weight_decay)
+    optimizer = make_optimizer(trainable, trial["lr"], cfg.student.weight_decay, device, perf)
     if "optimizer" in resumed:
-        optimizer.load_state_dict(resumed["optimizer"])
+        restore_optimizer(optimizer, resumed["optimizer"])
     if "rng" in resumed:
         torch.set_rng_state(resumed["rng"])
     steps = cfg.student.epochs * -(-len(shared["transfer"]) // cfg.student.batch_size)
@@ -184,12 +199,13 @@ def _distil(trial: dict[str, Any], shared: dict[str, Any]) -> None:
             scheduler.step()  # resume the schedule where the checkpoint left it
     fixed = {M.STRATEGY: trial["strategy"], M.LAYERS: provenance.teacher_layers,
              M.PARAMS: count_parameters(student), M.TEMPERATURE: trial["temperature"], M.SEED: trial["seed"]}
+    fast = maybe_compile(student, perf)  # runs the passes; ``student`` (same weights) is saved
     for epoch in range(start_epoch, cfg.student.epochs):
-        train_metrics = _distil_epoch(student, teacher, shared, trial, optimizer, scheduler, epoch, device)
+        train_metrics = _distil_epoch(fast, teacher, shared, trial, optimizer, scheduler, epoch, device)
         last = epoch + 1 == cfg.student.epochs
         val_metrics = {}
         if last or cfg.student.validate_every_epoch:
-            val_metrics, val_logits = _validate(student, shared, device)
+            val_metrics, val_logits = _validate(fast, shared, device)
         if last:
             trial_dir = Path(shared["experiment_dir"]) / Path(tune.get_context().get_trial_dir()).name
             save_array(trial_dir / VAL_LOGITS, val_logits.astype(np.float32))
@@ -465,7 +481,7 @@ def export_winner(cfg: ExperimentConfig, run: RunDir, data) -> dict[str, Any]:
     sources = [_latest_checkpoint(Path(d)) for d in cell["trial_dir"]]
     test_logits = [out["test"] for out in models_split_logits(
         [str(s) for s in sources], {"test": data.encoded["test"]}, eval_batch_size(cfg.student.batch_size),
-        data.pad_token_id, num_cpus=min(1.0, cfg.sweep.cpus_per_trial))]
+        data.pad_token_id, num_cpus=min(1.0, cfg.sweep.cpus_per_trial), perf=cfg.performance)]
     for trial_dir, logits in zip(cell["trial_dir"], test_logits):
         save_array(Path(trial_dir) / TEST_LOGITS, logits)
     if run.student.exists():

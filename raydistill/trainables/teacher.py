@@ -35,11 +35,19 @@ from ray.train.torch import TorchTrainer
 from transformers import get_linear_schedule_with_warmup
 
 from raydistill.platform import metrics as M
-from raydistill.platform.config import ExperimentConfig
+from raydistill.platform.config import ExperimentConfig, PerformanceConfig
+from raydistill.platform.fastpath import (
+    attn_implementation,
+    autocast_context,
+    loader_kwargs,
+    make_optimizer,
+    maybe_compile,
+    pin_memory,
+    select_device,
+)
 from raydistill.platform.logs import log
 from raydistill.platform.models import (
     accuracy,
-    autocast_context,
     build_teacher,
     eval_batch_size,
     load_classifier,
@@ -85,11 +93,12 @@ def _labeled_for_round(learner, round: int, model: torch.nn.Module, rank: int) -
     return ray.get(learner.labeled_indices.remote(round))
 
 
-def _train_epoch(model, loader, optimizer, scheduler, grad_clip: float, device) -> float:
+def _train_epoch(model, loader, optimizer, scheduler, grad_clip: float, device,
+                 perf: PerformanceConfig | None = None) -> float:
     model.train()
     total, count = 0.0, 0
     for batch in loader:
-        with autocast_context(device):
+        with autocast_context(device, perf):
             out = model(
                 input_ids=batch["input_ids"],
                 attention_mask=batch["attention_mask"],
@@ -107,14 +116,16 @@ def _train_epoch(model, loader, optimizer, scheduler, grad_clip: float, device) 
 
 
 def _evaluate(model, encoded, batch_size: int, pad_token_id: int, device, rank: int,
-              world: int) -> torch.Tensor:
+              world: int, perf: PerformanceConfig | None = None) -> torch.Tensor:
     """Validation logits (N, C) on every rank, each rank scoring every world-th example, so
-    no core idles while rank 0 evaluates alone."""
+    no core idles while rank 0 evaluates alone. ``model`` runs as given: never the DDP wrapper
+    (ranks score different shards; DDP's forward would wait on the others)."""
     from raydistill.platform.text import make_loader
 
     shard = list(range(rank, len(encoded), world))
-    loader = make_loader(encoded, batch_size, indices=shard, shuffle=False, pad_token_id=pad_token_id)
-    logits = predict_logits(unwrap(model), loader, device)  # rows in shard order
+    loader = make_loader(encoded, batch_size, indices=shard, shuffle=False, pad_token_id=pad_token_id,
+                         **loader_kwargs(device, perf))
+    logits = predict_logits(model, loader, device, perf)  # rows in shard order
     if world == 1:
         return logits
     parts: list[Any] = [None] * world
@@ -143,7 +154,7 @@ def _rng_states(world: int) -> list[np.ndarray]:
     return states
 
 
-def _restore(checkpoint, rank: int) -> tuple[torch.nn.Module | None, int]:
+def _restore(checkpoint, rank: int, attention: str | None = None) -> tuple[torch.nn.Module | None, int]:
     """The weights and the next round from a Train checkpoint, or (None, 0) without one. When
     the checkpoint holds this rank's RNG state, it is restored: a resumed round draws the same
     dropout masks as the uninterrupted one, so it trains the same weights and the next
@@ -152,7 +163,7 @@ def _restore(checkpoint, rank: int) -> tuple[torch.nn.Module | None, int]:
         return None, 0
     with checkpoint.as_directory() as directory:
         state = json.loads((Path(directory) / STATE_FILE).read_text(encoding="utf-8"))
-        model = load_classifier(Path(directory) / MODEL_DIR)
+        model = load_classifier(Path(directory) / MODEL_DIR, attention)
         rng = Path(directory) / RNG_FILE.format(rank=rank)
         if rng.is_file():
             torch.set_rng_state(torch.from_numpy(load_array(rng)))
@@ -178,6 +189,7 @@ def _train_rounds(config: dict[str, Any]) -> None:
     from raydistill.platform.text import make_loader
 
     cfg = ExperimentConfig.model_validate(config["cfg"])
+    perf = cfg.performance
     torch.set_num_threads(cfg.threads_per_worker)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -186,16 +198,20 @@ def _train_rounds(config: dict[str, Any]) -> None:
     set_seed(cfg.seed)
     fresh = build_teacher(cfg.teacher, len(config["label_names"]), config["vocab_size"],
                           cfg.tokenizer.max_length, config["pad_token_id"], seed=cfg.seed,
-                          label_names=config["label_names"])
+                          label_names=config["label_names"], attn_implementation=attn_implementation(perf))
     initial_state = {k: v.clone() for k, v in fresh.state_dict().items()}
     # A restarted worker group resumes from its own last checkpoint; a new arm may start from
     # another arm's round 0 (Train V2 has no ``resume_from_checkpoint``).
     start = ray.train.get_checkpoint()
     if start is None and config.get("start_from"):
         start = Checkpoint.from_directory(config["start_from"])
-    restored, start_round = _restore(start, rank)
-    device = ray.train.torch.get_device()
-    model = ray.train.torch.prepare_model(restored or fresh)
+    restored, start_round = _restore(start, rank, attn_implementation(perf))
+    # Ray's device for this worker, unless torch sees no CUDA (a GPU Ray assigned on a node
+    # without one): then the CPU, and Ray is told not to move the model or batches to CUDA.
+    device = select_device(cfg.teacher.use_gpu, ray.train.torch.get_device)
+    model = ray.train.torch.prepare_model(restored or fresh, move_to_device=device)
+    # Compiled views share the weights: DDP's for training, the bare model's for evaluation.
+    train_model, eval_model = maybe_compile(model, perf), maybe_compile(unwrap(model), perf)
     t = cfg.teacher
     for round in range(start_round, cfg.al.rounds + 1):
         if config.get("round_hook"):  # e.g. a test's fault injection: called at every round start
@@ -205,27 +221,30 @@ def _train_rounds(config: dict[str, Any]) -> None:
         acquired = time.monotonic()
         if cfg.al.retrain == "scratch" and round > 0:
             unwrap(model).load_state_dict(initial_state)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        optimizer = make_optimizer(model.parameters(), t.lr, t.weight_decay, device, perf)
         steps = t.epochs_per_round * -(-len(labeled) // (t.batch_size * world))
         scheduler = get_linear_schedule_with_warmup(optimizer, int(t.warmup_ratio * steps), steps)
         train_loss = 0.0
         for epoch in range(t.epochs_per_round):
             loader = make_loader(pool, t.batch_size, indices=labeled, shuffle=True,
                                  seed=cfg.seed + 1000 * round + epoch, num_replicas=world,
-                                 rank=rank, pad_token_id=config["pad_token_id"])
-            loader = ray.train.torch.prepare_data_loader(loader, add_dist_sampler=False)
-            train_loss = _train_epoch(model, loader, optimizer, scheduler, t.grad_clip, device)
+                                 rank=rank, pad_token_id=config["pad_token_id"], **loader_kwargs(device, perf))
+            if device.type == "cuda":  # Ray copies batches on a side stream, non-blocking when pinned
+                loader = ray.train.torch.prepare_data_loader(loader, add_dist_sampler=False,
+                                                             auto_transfer=pin_memory(device, perf))
+            train_loss = _train_epoch(train_model, loader, optimizer, scheduler, t.grad_clip, device, perf)
         row = {M.ROUND: round, M.LABELED_COUNT: len(labeled), M.TRAIN_LOSS: train_loss,
                "acquire_s": acquired - started, "train_s": time.monotonic() - acquired}
-        _finish_round(model, row, validation, learner, config, rank, world, device)
+        _finish_round(model, eval_model, row, validation, learner, config, rank, world, device, perf)
 
 
-def _finish_round(model, row, validation, learner, config, rank, world, device) -> None:
-    """Evaluate (sharded over ranks), then on rank 0 record the curve point and the round's
-    validation logits (the report's bootstrap band); report on every rank (it is a barrier)."""
+def _finish_round(model, eval_model, row, validation, learner, config, rank, world, device, perf) -> None:
+    """Evaluate (sharded over ranks, with ``eval_model``: the bare model, compiled when asked),
+    then on rank 0 record the curve point and the round's validation logits (the report's
+    bootstrap band); report on every rank (it is a barrier)."""
     batch = eval_batch_size(config["cfg"]["teacher"]["batch_size"])
     started = time.monotonic()
-    logits = _evaluate(model, validation, batch, config["pad_token_id"], device, rank, world)
+    logits = _evaluate(eval_model, validation, batch, config["pad_token_id"], device, rank, world, perf)
     row["eval_s"] = time.monotonic() - started
     rng = _rng_states(world)
     if rank != 0:
@@ -331,7 +350,7 @@ def train_teacher(
     al = cfg.al
     plan = ScoringPlan(acquisition, al.scorers, al.cpus_per_scorer, al.gpus_per_scorer,
                        al.score_batch_size, al.mc_dropout_samples, data.pad_token_id,
-                       cfg.threads_per_worker)
+                       cfg.threads_per_worker, cfg.performance)
     learner = ActiveLearner.options(name=learner_name, namespace=namespace).remote(
         str(run.al / acquisition),
         {"pool_size": len(data.encoded["train"]), "initial_labeled": al.initial_labeled,
@@ -406,7 +425,7 @@ def export_teacher(cfg: ExperimentConfig, run: RunDir, data: PreparedData, check
               "test": data.encoded["test"]}
     logits = split_logits(str(run.teacher), splits, eval_batch_size(cfg.student.batch_size), data.pad_token_id,
                           threads=idle_cpus(), num_cpus=min(1.0, cfg.sweep.cpus_per_trial),
-                          num_gpus=1 if cfg.teacher.use_gpu else 0)
+                          num_gpus=1 if cfg.teacher.use_gpu else 0, perf=cfg.performance)
     pool_logits = np.full((len(pool), logits["train"].shape[1]), np.nan, dtype=np.float32)
     pool_logits[transfer] = logits["train"]
     logits["train"] = pool_logits
