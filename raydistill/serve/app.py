@@ -61,6 +61,7 @@ class BuildArgs(BaseModel):
     max_chars_per_text: int | None = None
     max_body_bytes: int | None = None
     max_requests_per_client: int | None = None
+    access_log: bool | None = None
     body_timeout_s: float | None = None
     request_timeout_s: float | None = None
 
@@ -120,7 +121,7 @@ def build_app(args: BuildArgs | dict[str, Any]) -> serve.Application:
     models = {}
     for name in served_models(run, args.models):
         models[name] = Classifier.options(
-            name=name,
+            name=name, logging_config=_logging(settings),
             num_replicas=settings.num_replicas,
             max_ongoing_requests=model_ongoing_requests(settings),
             ray_actor_options=actor_options,
@@ -136,11 +137,19 @@ def build_app(args: BuildArgs | dict[str, Any]) -> serve.Application:
             performance=cfg.performance.model_dump(),
         )
     gateway = Gateway.options(
+        logging_config=_logging(settings),
         num_replicas=settings.gateway_replicas,
         max_ongoing_requests=max(GATEWAY_MIN_ONGOING, 4 * model_ongoing_requests(settings)),
         ray_actor_options={"num_cpus": settings.cpus_per_replica},
     )
     return gateway.bind(models, settings.model_dump(), token or None, str(run.root))
+
+
+def _logging(settings: ServeConfig) -> dict[str, Any]:
+    """Serve's logging for the proxy and every replica: per-request access lines only when
+    ``serve.access_log`` asks (with 1 text a request they cost more than a 3-layer forward on a
+    small CPU machine: benchmarks/RESULTS.md)."""
+    return {"enable_access_log": settings.access_log}
 
 
 def _http_options(host: str, port: int, settings: ServeConfig) -> dict[str, Any]:
@@ -157,6 +166,7 @@ def serve_config_yaml(
     config = {
         "proxy_location": "EveryNode",
         "http_options": _http_options(host or settings.host, port or settings.port, settings),
+        "logging_config": _logging(settings),
         "applications": [
             {
                 "name": APP_NAME,
@@ -245,7 +255,8 @@ def deploy_many(
         targets.append(serve.RunTarget(build_app(args), name=spec.name, route_prefix=spec.route_prefix))
     # Ray would queue replicas that can never be placed and wait forever: fail with the settings.
     preflight("serve", demands, all_at_once=True)
-    serve.start(http_options=_http_options(host or cfg.serve.host, port or cfg.serve.port, cfg.serve))
+    serve.start(http_options=_http_options(host or cfg.serve.host, port or cfg.serve.port, cfg.serve),
+                logging_config=_logging(cfg.serve))
     serve.run_many(targets)
     actual_host, actual_port = serve_http_address() or (host, port)
     if actual_host in ("0.0.0.0", "::", ""):
