@@ -27,6 +27,7 @@ def _add_verbosity(p: argparse.ArgumentParser) -> None:
     group = p.add_mutually_exclusive_group()
     group.add_argument("--verbose", action="store_true", help="debug lines, and Ray's and transformers' own output")
     group.add_argument("--quiet", action="store_true", help="only results, warnings and errors (run.log keeps all)")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -234,6 +235,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C: the stages' own cleanup (Serve, Ray) has run
         log.warning("interrupted")
         return 130
+    except Exception as err:  # a runtime failure: one line (the traceback goes to run.log)
+        if getattr(args, "debug", False):
+            raise
+        log.debug("traceback", exc_info=True)
+        first = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
+        log.error(f"error: {type(err).__name__}: {first} (run again with --debug for the traceback; "
+                  "a run's run.log has it)")
+        return 1
     finally:
         logs.detach_run_log()
 

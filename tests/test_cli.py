@@ -86,3 +86,19 @@ def test_a_finished_study_is_its_names_latest(tiny_study_run):
     link = run.root.parent / f"{cfg.name}-latest"
     assert link.is_symlink() and os.readlink(link) == run.root.name
     assert link.resolve() == run.root.resolve() and (link / "report.md").is_file()
+
+
+@pytest.mark.unit
+def test_an_unexpected_error_is_one_line_and_exit_1_unless_debug(monkeypatch, capsys, tmp_path):
+    from raydistill import cli
+
+    def broken(args):
+        raise RuntimeError("disk quota exceeded\nsecond line of detail")
+
+    monkeypatch.setitem(cli.COMMANDS, "report", broken)
+    assert cli.main(["report", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "error: RuntimeError: disk quota exceeded (run again with --debug" in err
+    assert "Traceback" not in err and "second line" not in err
+    with pytest.raises(RuntimeError, match="disk quota"):
+        cli.main(["report", str(tmp_path), "--debug"])
