@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from raydistill.platform import manifest
-from raydistill.platform.config import ExperimentConfig, dump_config, load_config
+from raydistill.platform.config import STAGE_INPUTS, ExperimentConfig, dump_config, flat_config, load_config
 from raydistill.platform.errors import CheckpointError, ClusterError, ConfigError
 from raydistill.platform.logs import attach_run_log, log, result
 from raydistill.platform.rundir import RunDir, atomic_write_json, atomic_write_text
@@ -196,11 +196,9 @@ def new_run(cfg: ExperimentConfig) -> RunDir:
     return run
 
 
-# What each stage is built from: a finished (or, for the sweep, started) stage pins these
-# config sections. Fields that only place or size the work (resources, retries, retention)
+# A finished (or, for the sweep, started) stage pins the config sections it is built from
+# (STAGE_INPUTS). Fields that only place or size the work (resources, retries, retention)
 # change how it runs, not what it computes, and stay free.
-_STAGE_INPUTS = {"teacher": ("seed", "data", "tokenizer", "teacher", "al"), "sweep": ("student", "sweep"),
-                 "winner": ("student", "sweep")}
 _PLACEMENT_ONLY = ("cpus_per_", "gpus_per_", "threads_per_worker", "max_concurrent_trials", "scorers",
                    "checkpoints_to_keep", "max_failures")
 
@@ -227,13 +225,13 @@ def open_run(path: str | Path, overrides: list[str] | None = None) -> tuple[RunD
 
 def _refuse_changed_inputs(run: RunDir, done: dict[str, Any], recorded: ExperimentConfig,
                            wanted: ExperimentConfig) -> None:
-    old, new = _flat(recorded.model_dump(mode="json")), _flat(wanted.model_dump(mode="json"))
+    old, new = flat_config(recorded), flat_config(wanted)
     built = {"teacher": "teacher" in done, "sweep": "sweep" in done or run.tune_experiment.exists()}
     stale = []
     for key in sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k)):
         if key.rsplit(".", 1)[-1].startswith(_PLACEMENT_ONLY):
             continue
-        stage = next((st for st, sections in _STAGE_INPUTS.items() if key.split(".")[0] in sections), None)
+        stage = next((st for st, sections in STAGE_INPUTS.items() if key.split(".")[0] in sections), None)
         if stage and built[stage]:
             stale.append(f"{key}: {old.get(key)!r} -> {new.get(key)!r} (the {stage} stage was built with the old value)")
     if stale:
@@ -245,15 +243,15 @@ def _refuse_changed_inputs(run: RunDir, done: dict[str, Any], recorded: Experime
 
 def _stage_inputs(cfg: ExperimentConfig, stage: str) -> dict[str, Any]:
     """The config values ``stage`` is computed from (flat keys), placement-only fields left out."""
-    sections = _STAGE_INPUTS.get(stage, ())
-    return {key: value for key, value in _flat(cfg.model_dump(mode="json")).items()
+    sections = STAGE_INPUTS.get(stage, ())
+    return {key: value for key, value in flat_config(cfg).items()
             if key.split(".")[0] in sections and not key.rsplit(".", 1)[-1].startswith(_PLACEMENT_ONLY)}
 
 
 def _refuse_edited_inputs(run: RunDir, done: dict[str, Any], cfg: ExperimentConfig) -> None:
     """Refuse a run whose config.yaml or data file changed, by hand, since a finished stage
     recorded them in the manifest (``--set`` is refused earlier with the same lines)."""
-    current = _flat(cfg.model_dump(mode="json"))
+    current = flat_config(cfg)
     if any("data_sha256" in inputs for inputs in manifest.stage_inputs(run, done).values()):
         from raydistill.platform.data import load_dataset
 
@@ -263,16 +261,6 @@ def _refuse_edited_inputs(run: RunDir, done: dict[str, Any], cfg: ExperimentConf
             f"{run.root}: its config.yaml or data changed since these stages were built:\n  "
             + "\n  ".join(changed)
             + "\nRestore them, or start a new run: results built on both would not be one run's.")
-
-
-def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def _banner(title: str) -> None:

@@ -389,6 +389,27 @@ def dump_config(cfg: ExperimentConfig) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json", exclude_unset=True), sort_keys=False)
 
 
+# What each stage is computed from: these config sections (the pipeline pins them once the
+# stage is built; the teacher's MLflow run records them as params).
+STAGE_INPUTS = {"teacher": ("seed", "data", "tokenizer", "teacher", "al"), "sweep": ("student", "sweep"),
+                "winner": ("student", "sweep")}
+
+
+def flat_config(cfg: ExperimentConfig) -> dict[str, Any]:
+    """Every value of ``cfg`` under its dotted key path (``teacher.lr``), as JSON types."""
+    out: dict[str, Any] = {}
+
+    def walk(tree: dict[str, Any], prefix: str) -> None:
+        for key, value in tree.items():
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
+            else:
+                out[f"{prefix}{key}"] = value
+
+    walk(cfg.model_dump(mode="json"), "")
+    return out
+
+
 def fields_set(model: BaseModel) -> dict[str, Any]:
     """Which fields of ``model`` and its sections were set, as a nested dict (for tests and
     for comparing a run's config with a new one)."""

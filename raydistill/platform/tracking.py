@@ -30,7 +30,7 @@ from typing import Any, Iterator
 from urllib.parse import urlparse
 
 from raydistill.platform import metrics as M
-from raydistill.platform.config import ExperimentConfig
+from raydistill.platform.config import STAGE_INPUTS, ExperimentConfig, flat_config
 from raydistill.platform.errors import ConfigError
 from raydistill.platform.logs import log
 
@@ -44,7 +44,7 @@ ALLOW_FILE_STORE_ENV = "MLFLOW_ALLOW_FILE_STORE"
 # Tags on every MLflow run raydistill makes, so a rerun finds (and replaces) its own.
 RUN_TAG, STAGE_TAG, ARM_TAG = "raydistill.run", "raydistill.stage", "raydistill.arm"
 # The config sections the teacher is computed from: its MLflow run's params.
-TEACHER_PARAM_SECTIONS = ("seed", "data", "tokenizer", "teacher", "al")
+TEACHER_PARAM_SECTIONS = STAGE_INPUTS["teacher"]
 _MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
 _MAX_BATCH = 100  # MLflow's limit on params per log_batch
 
@@ -85,19 +85,8 @@ def experiment_id(client, name: str) -> str:
 
 def flat_params(cfg: ExperimentConfig, sections: tuple[str, ...]) -> dict[str, str]:
     """The config values of ``sections`` as flat ``section.key`` strings (MLflow params)."""
-    out: dict[str, str] = {}
-
-    def walk(value: Any, key: str) -> None:
-        if isinstance(value, dict):
-            for k, v in value.items():
-                walk(v, f"{key}.{k}")
-        else:
-            out[key] = str(value)[:_MAX_PARAM_CHARS]
-
-    tree = cfg.model_dump(mode="json")
-    for section in sections:
-        walk(tree[section], section)
-    return out
+    return {key: str(value)[:_MAX_PARAM_CHARS] for key, value in flat_config(cfg).items()
+            if key.split(".")[0] in sections}
 
 
 class _Arm:

@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterator
 from raydistill.platform import logs
 from raydistill.platform.config import BenchConfig, ExperimentConfig, load_config
 from raydistill.platform.machine import cpu_name
-from raydistill.platform.rundir import RunDir, atomic_write_json, atomic_write_text
+from raydistill.platform.rundir import RunDir, atomic_write_json, atomic_write_text, json_safe
 from raydistill.serve import app as serve_app
 from raydistill.serve.loadgen import run_load
 from raydistill.serve.predictor import Predictor
@@ -395,19 +395,9 @@ def _fmt(x: float | None, digits: int = 1) -> str:
     return "–" if x is None else f"{x:.{digits}f}"
 
 
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_json_safe(v) for v in obj]
-    return obj
-
-
 def write_outputs(run: RunDir, result: dict[str, Any]) -> None:
     """bench.json, bench.md and plots/bench.png (each written atomically)."""
-    atomic_write_json(run.bench_json, _json_safe(result))
+    atomic_write_json(run.bench_json, json_safe(result))
     atomic_write_text(run.bench_md, bench_markdown(result))
     plot_bench(result, run.plots / BENCH_PLOT)
 

@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from raydistill.platform.rundir import RunDir
+from raydistill.platform.rundir import RunDir, json_safe
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -145,17 +145,6 @@ def study_signature(run_dir: str | Path) -> tuple[Any, ...]:
             continue
         out.append((str(path), st.st_mtime_ns, st.st_size))
     return tuple(out)
-
-
-def _json_safe(obj: Any) -> Any:
-    """``obj`` with every non-finite float as None (strict JSON has no NaN; files may hold it)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    return obj
 
 
 def _records(frame: Any) -> list[dict[str, Any]]:
@@ -299,4 +288,4 @@ def study_facts(run_dir: str | Path) -> dict[str, Any]:
         plots.pop(PLOT_AL_TEACHER, None)
     out["plots"] = [{"name": name, "title": title, "url": f"results/plots/{name}"}
                     for name, title in plots.items()]
-    return _json_safe(out)
+    return json_safe(out)

@@ -12,6 +12,8 @@ stage's one-line message.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,17 @@ def deterministic(err: BaseException) -> RaydistillError | None:
         if isinstance(candidate, RaydistillError):
             return candidate
     return None
+
+
+@contextmanager
+def recording(directory: str | Path) -> Iterator[None]:
+    """Record a deterministic error raised inside (:func:`record`), then let it propagate."""
+    try:
+        yield
+    except Exception as err:
+        if (fatal := deterministic(err)) is not None:
+            record(directory, fatal)
+        raise
 
 
 def record(directory: str | Path, err: RaydistillError) -> None:

@@ -148,12 +148,8 @@ def train_student(trial: dict[str, Any], shared: dict[str, Any]) -> None:
     trial_dir = tune.get_context().get_trial_dir()
     if (fatal := failures.recorded(trial_dir)) is not None:
         raise fatal
-    try:
+    with failures.recording(trial_dir):
         _distil(trial, shared)
-    except Exception as err:
-        if (fatal := failures.deterministic(err)) is not None:
-            failures.record(trial_dir, fatal)
-        raise
 
 
 def _distil(trial: dict[str, Any], shared: dict[str, Any]) -> None:

@@ -11,7 +11,6 @@ doubled.
 
 from __future__ import annotations
 
-import contextvars
 import csv
 import json
 import os
@@ -64,6 +63,7 @@ from raydistill.trainables.inference import idle_cpus, split_logits
 from raydistill.trainables import failures
 from raydistill.trainables.resources import Demand, preflight
 
+RoundListener = Callable[[str, dict[str, Any]], None]  # (acquisition, curve point)
 STATE_FILE = "state.json"
 MODEL_DIR = "model"
 RNG_FILE = "torch_rng_rank{rank}.npy"  # each Train rank's RNG state, in the round's checkpoint
@@ -177,12 +177,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     worker group that Train restarts after it ends at once: only system failures are retried."""
     if failures.recorded(config["al_dir"]) is not None:
         return
-    try:
+    with failures.recording(config["al_dir"]):
         _train_rounds(config)
-    except Exception as err:
-        if (fatal := failures.deterministic(err)) is not None:
-            failures.record(config["al_dir"], fatal)
-        raise
 
 
 def _train_rounds(config: dict[str, Any]) -> None:
@@ -267,17 +263,14 @@ def _finish_round(model, eval_model, row, validation, learner, config, rank, wor
 
 class _RoundProgress:
     """Logs each finished round from the driver (workers' stdout is not forwarded by default)
-    by polling the actor's learning curve while ``fit`` blocks, and hands each round to the
-    ``listener`` set where it is built (the stage's tracking: TensorBoard, MLflow), so those
-    show a round as it finishes."""
+    by polling the actor's learning curve while ``fit`` blocks, and hands each round to
+    ``on_round(acquisition, point)`` (the stage's tracking: TensorBoard, MLflow), so those show
+    a round as it finishes."""
 
-    # ``listener(acquisition, point)``: set by run_teacher_stage around the arms it trains.
-    listener: contextvars.ContextVar[Callable[[str, dict[str, Any]], None] | None] = \
-        contextvars.ContextVar("round_listener", default=None)
-
-    def __init__(self, learner, acquisition: str, rounds: int, interval_s: float = 1.0) -> None:
+    def __init__(self, learner, acquisition: str, rounds: int, interval_s: float = 1.0,
+                 on_round: RoundListener | None = None) -> None:
         self._learner, self._acquisition, self._interval = learner, acquisition, interval_s
-        self._listener = _RoundProgress.listener.get()  # read here: the poll thread has its own context
+        self._on_round = on_round
         self._rounds = rounds  # acquisitions: rounds 0..rounds train
         self._printed: set[int] = set()
         self._stop = threading.Event()
@@ -309,8 +302,8 @@ class _RoundProgress:
                          f"{point[M.VAL_LOSS]:.4f}, val acc {point[M.VAL_ACCURACY]:.4f} (acquire "
                          f"{point.get('acquire_s', 0):.1f}s, train {point.get('train_s', 0):.1f}s, evaluate "
                          f"{point.get('eval_s', 0):.1f}s)")
-                if self._listener is not None:
-                    self._listener(self._acquisition, point)
+                if self._on_round is not None:
+                    self._on_round(self._acquisition, point)
 
 
 def preflight_teacher(cfg: ExperimentConfig) -> None:
@@ -338,11 +331,13 @@ def train_teacher(
     acquisition: str,
     round_hook: Callable[[int, int], None] | None = None,
     start_from: TeacherRun | None = None,
+    on_round: RoundListener | None = None,
 ) -> TeacherRun:
     """Train one active-learning run with ``acquisition`` and return its final checkpoint.
 
     ``start_from``: another arm of the same run, whose round 0 (the same initial set and seed,
-    so the same model) this arm reuses instead of training it again."""
+    so the same model) this arm reuses instead of training it again. ``on_round``: called on
+    the driver with each round's curve point as it finishes."""
     preflight_teacher(cfg)
     namespace = ray.get_runtime_context().namespace
     learner_name = f"al-{run.root.name}-{acquisition}-{uuid.uuid4().hex[:6]}"
@@ -385,7 +380,7 @@ def train_teacher(
         ),
     )
     try:
-        with _RoundProgress(learner, acquisition, cfg.al.rounds):
+        with _RoundProgress(learner, acquisition, cfg.al.rounds, on_round=on_round):
             result = failures.fit(trainer, run.al / acquisition)
         if result.checkpoint is None:
             raise RuntimeError(f"teacher run '{acquisition}' produced no checkpoint: {result.error}")
@@ -449,17 +444,13 @@ def run_teacher_stage(cfg: ExperimentConfig, run: RunDir, data: PreparedData,
 
     def tracked(acquisition: str, **kwargs) -> TeacherRun:
         with tracker.arm(acquisition):
-            arm = train_teacher(cfg, run, data, acquisition, **kwargs)
+            arm = train_teacher(cfg, run, data, acquisition, on_round=tracker.log_round, **kwargs)
             tracker.log_curve(acquisition, arm.curve)  # any round the progress poll missed
         return arm
 
-    listening = _RoundProgress.listener.set(tracker.log_round)
-    try:
-        runs = [tracked(cfg.al.acquisition, round_hook=round_hook)]
-        if cfg.al.compare_random and cfg.al.acquisition != "random":
-            runs.append(tracked("random", start_from=runs[0]))
-    finally:
-        _RoundProgress.listener.reset(listening)
+    runs = [tracked(cfg.al.acquisition, round_hook=round_hook)]
+    if cfg.al.compare_random and cfg.al.acquisition != "random":
+        runs.append(tracked("random", start_from=runs[0]))
     write_curve(run, runs)
     scores = export_teacher(cfg, run, data, runs[0].checkpoint_dir)
     log.info(f"[teacher] exported to {run.teacher} (val acc {scores['validation_accuracy']:.4f}, "

@@ -296,14 +296,15 @@ def built_run(tmp_path):
                                       "performance.bf16=false", "performance.fused_adamw=false",
                                       "performance.pin_memory=false"])
 def test_resume_may_change_the_fast_paths_of_a_built_run(built_run, override) -> None:
-    from raydistill.pipeline import _STAGE_INPUTS, _stage_inputs, open_run
+    from raydistill.pipeline import _stage_inputs, open_run
+    from raydistill.platform.config import STAGE_INPUTS
 
     _, cfg = open_run(built_run.root, [override])
     assert load_config(built_run.config) == cfg
     key, value = override.split("=")
     assert str(getattr(cfg.performance, key.split(".")[1])).lower() == value
-    assert "performance" not in {s for sections in _STAGE_INPUTS.values() for s in sections}
-    assert not any(k.startswith("performance.") for st in _STAGE_INPUTS for k in _stage_inputs(cfg, st))
+    assert "performance" not in {s for sections in STAGE_INPUTS.values() for s in sections}
+    assert not any(k.startswith("performance.") for st in STAGE_INPUTS for k in _stage_inputs(cfg, st))
 
 
 # --- one place ---------------------------------------------------------------------------------

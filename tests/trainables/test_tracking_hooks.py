@@ -24,18 +24,15 @@ def test_the_round_progress_hands_each_round_to_the_listener_once(monkeypatch) -
     learner = SimpleNamespace(curve=SimpleNamespace(remote=lambda: list(curve)))
     monkeypatch.setattr(teacher_module, "ray", SimpleNamespace(get=lambda ref, timeout=None: ref))
     heard = []
-    token = teacher_module._RoundProgress.listener.set(lambda arm, point: heard.append((arm, point["round"])))
-    try:
-        progress = teacher_module._RoundProgress(learner, "entropy", rounds=2, interval_s=60)
-    finally:
-        teacher_module._RoundProgress.listener.reset(token)
+    progress = teacher_module._RoundProgress(learner, "entropy", rounds=2, interval_s=60,
+                                             on_round=lambda arm, point: heard.append((arm, point["round"])))
     curve.append(CURVE[0])
     progress._print_new()
     curve.append(CURVE[1])
     progress._print_new()
     progress._print_new()
     assert heard == [("entropy", 0), ("entropy", 1)]
-    assert teacher_module._RoundProgress(learner, "random", rounds=2)._listener is None  # unset outside the stage
+    assert teacher_module._RoundProgress(learner, "random", rounds=2)._on_round is None  # no tracking asked
 
 
 @pytest.mark.parametrize("tensorboard", [True, False])
