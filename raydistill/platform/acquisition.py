@@ -20,7 +20,7 @@ from raydistill.platform.errors import PoolExhaustedError, RaydistillError
 from raydistill.platform.fastpath import PerfLike, autocast_context
 from raydistill.platform.layers import lookup
 from raydistill.platform.models import model_inputs
-from raydistill.platform.text import Encoded, collate
+from raydistill.platform.text import Encoded, EncodedDataset, collate
 
 
 def _entropy(probs: np.ndarray) -> np.ndarray:
@@ -174,14 +174,10 @@ def score_batches(
     if rule.pool_scores is not None:
         raise RaydistillError(f"acquisition {acquisition!r} ignores the model: use its pool_scores")
     device = next(model.parameters()).device
+    rows = EncodedDataset(pool)  # reads only the rows asked for: the pool may be memory-mapped
     indices, scores = [], []
     for batch_indices in batches:
-        items = [
-            {"input_ids": pool.input_ids[i], "token_type_ids": pool.token_type_ids[i],
-             "label": int(pool.labels[i]), "index": i}
-            for i in batch_indices
-        ]
-        batch = collate(items, pad_token_id)
+        batch = collate([rows[int(i)] for i in batch_indices], pad_token_id)
         if rule.mc_dropout:
             probs = mc_dropout_probs(model, batch, mc_samples, batch_seed(seed, round, batch_indices), perf)
             scores.append(score_probs(acquisition, probs, seed))

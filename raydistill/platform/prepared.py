@@ -21,7 +21,8 @@ from transformers import PreTrainedTokenizerFast
 
 from raydistill.platform.config import ExperimentConfig
 from raydistill.platform.data import TextDataset, load_dataset
-from raydistill.platform.rundir import RunDir, atomic_write_text, save_array, save_arrays
+from raydistill.platform.errors import CheckpointError
+from raydistill.platform.rundir import RunDir, atomic_write_text, save_array, save_array_dir
 from raydistill.platform.text import Encoded, build_tokenizer, encode, load_tokenizer
 
 EVAL_SPLITS = ("validation", "test")
@@ -55,35 +56,34 @@ def prepare_data(cfg: ExperimentConfig, run: RunDir) -> PreparedData:
     ]).encode()).hexdigest()[:16]
     encoded, files = {}, {}
     for name in ("train", *EVAL_SPLITS):
-        path = files[name] = run.cache / f"{name}-{key}.npz"
-        if path.is_file():
-            encoded[name] = load_encoded(path)
-        else:
-            encoded[name] = encode(tokenizer, dataset.split(name), cfg.tokenizer.max_length)
-            save_encoded(path, encoded[name])
+        path = files[name] = run.cache / f"{name}-{key}"
+        if not path.is_dir():
+            save_encoded(path, encode(tokenizer, dataset.split(name), cfg.tokenizer.max_length))
+        encoded[name] = load_encoded(path, mmap=True)
     for name in EVAL_SPLITS:
         save_array(run.eval_labels(name), encoded[name].labels)
     atomic_write_text(run.labels / "label_names.json", json.dumps(dataset.label_names))
     return PreparedData(dataset=dataset, tokenizer=tokenizer, encoded=encoded, files=files)
 
 
+_ENCODED_FIELDS = ("ids", "type_ids", "offsets", "labels")
+
+
 def save_encoded(path: Path, encoded: Encoded) -> None:
-    """A tokenised split as flat arrays plus row offsets (``.npz``, atomic, never pickled)."""
-    offsets = np.concatenate([[0], np.cumsum(encoded.lengths)]).astype(np.int64)
-
-    def flat(rows: list[list[int]]) -> np.ndarray:
-        return np.fromiter((t for row in rows for t in row), dtype=np.int32, count=int(offsets[-1]))
-
-    save_arrays(path, input_ids=flat(encoded.input_ids), token_type_ids=flat(encoded.token_type_ids),
-                offsets=offsets, labels=np.asarray(encoded.labels))
+    """A tokenised split as a directory of flat ``.npy`` arrays (atomic, never pickled)."""
+    save_array_dir(path, **{name: getattr(encoded, name) for name in _ENCODED_FIELDS})
 
 
-def load_encoded(path: Path) -> Encoded:
-    """What :func:`save_encoded` wrote."""
-    with np.load(path, allow_pickle=False) as z:
-        offsets, ids, types = z["offsets"], z["input_ids"].tolist(), z["token_type_ids"].tolist()
-        rows = list(zip(offsets[:-1].tolist(), offsets[1:].tolist()))
-        return Encoded([ids[a:b] for a, b in rows], [types[a:b] for a, b in rows], z["labels"])
+def load_encoded(path: Path, mmap: bool = False) -> Encoded:
+    """What :func:`save_encoded` wrote. ``mmap``: the arrays stay on disk and a reader pages in
+    only the rows it touches (pool scoring and the teacher's workers read a pool this way, so
+    its size never shows in their memory); a subset copies its rows out."""
+    mode = "r" if mmap else None
+    arrays = {name: np.load(path / f"{name}.npy", mmap_mode=mode, allow_pickle=False) for name in _ENCODED_FIELDS}
+    encoded = Encoded(**arrays)
+    if encoded.offsets[-1] != len(encoded.ids) or len(encoded.labels) != len(encoded):
+        raise CheckpointError(f"tokenised split {path} is inconsistent (offsets, ids and labels disagree)")
+    return encoded
 
 
 def transfer_indices(pool_size: int, transfer_size: int | None, seed: int) -> np.ndarray:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -121,9 +122,21 @@ def save_array(path: Path, array: np.ndarray) -> None:
     _replace_atomically(path, ".npy", lambda tmp: np.save(tmp, np.asarray(array), allow_pickle=False))
 
 
-def save_arrays(path: Path, **arrays: np.ndarray) -> None:
-    """Save named numpy arrays atomically in one ``.npz`` (read with ``allow_pickle=False``)."""
-    _replace_atomically(path, ".npz", lambda tmp: np.savez(tmp, **arrays))
+def save_array_dir(path: Path, **arrays: np.ndarray) -> None:
+    """Save named arrays as ``path/<name>.npy`` (memory-mappable, unlike one ``.npz``), written
+    into a temp directory and renamed to ``path``: readers see every file or none."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    try:
+        for name, array in arrays.items():
+            np.save(tmp / f"{name}.npy", np.asarray(array), allow_pickle=False)
+        if path.is_dir():  # written meanwhile by another process, from the same inputs
+            shutil.rmtree(tmp)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def _replace_atomically(path: Path, suffix: str, write: Callable[[str], object]) -> None:

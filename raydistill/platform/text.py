@@ -131,29 +131,72 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
 
 @dataclass(frozen=True)
 class Encoded:
-    """A tokenised split, unpadded: one list of ids per example, plus its labels."""
+    """A tokenised split, unpadded, as flat arrays: row i is ``ids[offsets[i]:offsets[i + 1]]``.
 
-    input_ids: list[list[int]]
-    token_type_ids: list[list[int]]
-    labels: np.ndarray
+    Flat arrays rather than a list per row: 4 bytes a token instead of a Python int each, pickled
+    as buffers that Ray's object store hands to readers on a node without a copy, and
+    memory-mappable from the run's cache (:func:`raydistill.platform.prepared.load_encoded`), so
+    a reader of a few rows pages in only those rows, however large the pool.
+    """
+
+    ids: np.ndarray  # (T,) int32: every row's token ids, one after another
+    type_ids: np.ndarray  # (T,) int8: segment ids (0 first text, 1 pair text)
+    offsets: np.ndarray  # (N + 1,) int64: row starts, offsets[-1] == T
+    labels: np.ndarray  # (N,)
+
+    @classmethod
+    def from_rows(cls, input_ids: Sequence[Sequence[int]], token_type_ids: Sequence[Sequence[int]],
+                  labels: Sequence[int] | np.ndarray) -> "Encoded":
+        offsets = np.zeros(len(input_ids) + 1, dtype=np.int64)
+        np.cumsum([len(row) for row in input_ids], out=offsets[1:])
+
+        def flat(rows: Sequence[Sequence[int]], dtype: type) -> np.ndarray:
+            return np.fromiter((t for row in rows for t in row), dtype=dtype, count=int(offsets[-1]))
+
+        return cls(flat(input_ids, np.int32), flat(token_type_ids, np.int8), offsets, np.asarray(labels))
+
+    @classmethod
+    def concat(cls, parts: Sequence["Encoded"]) -> "Encoded":
+        """The rows of ``parts``, one part after another."""
+        starts = np.cumsum([0] + [len(p.ids) for p in parts[:-1]])
+        offsets = np.concatenate([[0]] + [p.offsets[1:] + s for p, s in zip(parts, starts)]).astype(np.int64)
+        return cls(np.concatenate([p.ids for p in parts]), np.concatenate([p.type_ids for p in parts]),
+                   offsets, np.concatenate([p.labels for p in parts]))
 
     def __len__(self) -> int:
-        return len(self.input_ids)
+        return len(self.offsets) - 1
 
-    @functools.cached_property
+    def __reduce__(self) -> tuple:
+        # Pickled as plain arrays, never as memmaps (which pickle a copy): Ray then stores the
+        # buffers out of band, and every reader on the node maps them without a copy.
+        return Encoded, tuple(np.asarray(a) for a in (self.ids, self.type_ids, self.offsets, self.labels))
+
+    @property
     def lengths(self) -> np.ndarray:
-        return np.fromiter(map(len, self.input_ids), dtype=np.int64, count=len(self.input_ids))
+        return np.diff(self.offsets)
 
-    def subset(self, indices: Sequence[int]) -> "Encoded":
-        """The rows at ``indices``, in that order (row i of the subset is ``indices[i]``)."""
-        return Encoded([self.input_ids[i] for i in indices],
-                       [self.token_type_ids[i] for i in indices], self.labels[np.asarray(indices)])
+    def row(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Row ``i``'s (token ids, segment ids)."""
+        start, stop = self.offsets[i], self.offsets[i + 1]
+        return self.ids[start:stop], self.type_ids[start:stop]
+
+    def subset(self, indices: Sequence[int] | np.ndarray) -> "Encoded":
+        """The rows at ``indices``, in that order (row i of the subset is ``indices[i]``), copied
+        out: a subset of a memory-mapped split holds only its own rows."""
+        indices = np.asarray(indices, dtype=np.int64)
+        lengths = self.lengths[indices]
+        offsets = np.zeros(len(indices) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        # token j of the subset comes from token (start of its row - start of its new row) + j
+        gather = np.repeat(self.offsets[indices] - offsets[:-1], lengths) + np.arange(offsets[-1])
+        return Encoded(np.asarray(self.ids[gather]), np.asarray(self.type_ids[gather]), offsets,
+                       np.asarray(self.labels[indices]))
 
 
 def encode(tokenizer: PreTrainedTokenizerFast, split: Split, max_length: int) -> Encoded:
-    """Tokenise a split once (batched, truncated to ``max_length``, not padded)."""
-    input_ids: list[list[int]] = []
-    token_type_ids: list[list[int]] = []
+    """Tokenise a split once (batched, truncated to ``max_length``, not padded), chunk by chunk
+    into flat arrays: the ids of a large split never sit in memory as Python lists."""
+    parts = [Encoded.from_rows([], [], split.labels[:0])]
     for start in range(0, len(split), _ENCODE_CHUNK):
         stop = start + _ENCODE_CHUNK
         pairs = None if split.text_pairs is None else split.text_pairs[start:stop]
@@ -165,9 +208,8 @@ def encode(tokenizer: PreTrainedTokenizerFast, split: Split, max_length: int) ->
             return_token_type_ids=True,
             return_attention_mask=False,
         )
-        input_ids.extend(enc["input_ids"])
-        token_type_ids.extend(enc["token_type_ids"])
-    return Encoded(input_ids, token_type_ids, split.labels)
+        parts.append(Encoded.from_rows(enc["input_ids"], enc["token_type_ids"], split.labels[start:stop]))
+    return Encoded.concat(parts)
 
 
 class EncodedDataset(Dataset):
@@ -181,12 +223,8 @@ class EncodedDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         e = self.encoded
-        return {
-            "input_ids": e.input_ids[i],
-            "token_type_ids": e.token_type_ids[i],
-            "label": int(e.labels[i]),
-            "index": i,
-        }
+        ids, type_ids = e.row(i)
+        return {"input_ids": ids, "token_type_ids": type_ids, "label": int(e.labels[i]), "index": i}
 
 
 def collate(items: list[dict], pad_token_id: int) -> dict[str, torch.Tensor]:
@@ -251,10 +289,14 @@ class LengthBucketSampler(Sampler[list[int]]):
         return -(-batches // self.num_replicas)
 
     def __iter__(self) -> Iterator[list[int]]:
-        batches = self._shuffled_batches() if self.shuffle else self._sorted_batches()
+        batches = self.batches()
         total = len(self) * self.num_replicas  # pad cyclically: fewer batches than ranks too
         for i in range(self.rank, total, self.num_replicas):
             yield batches[i % len(batches)].tolist()
+
+    def batches(self) -> list[np.ndarray]:
+        """This epoch's batches for every rank, as index arrays (compact for a large pool)."""
+        return self._shuffled_batches() if self.shuffle else self._sorted_batches()
 
     def _sorted_batches(self) -> list[np.ndarray]:
         order = self.indices[np.lexsort((self.indices, self.lengths[self.indices]))]

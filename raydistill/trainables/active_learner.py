@@ -4,7 +4,9 @@ selects what the annotator labels next.
 The selection logic is :class:`raydistill.platform.pool.PoolLearner` (plain, tested without
 Ray); this actor adds what needs Ray: persistence that survives a restart (``max_restarts=-1``
 reloads ``state.json``), and the fan-out of pool scoring over ``al.scorers`` Scorer actors
-(kept for the whole run, each with its own CPU/GPU fraction). ``acquire`` is idempotent per
+(kept for the whole run, each with its own CPU/GPU fraction). The pool is scored in shards of
+whole batches that each scorer reads from the memory-mapped cache: no process and no object
+ever holds the whole tokenised pool. ``acquire`` is idempotent per
 round, so a retried call (the actor or a Train worker restarted) never double-adds or loses a
 pick.
 """
@@ -28,13 +30,21 @@ from raydistill.platform.layers import lookup
 from raydistill.platform.pool import PoolLearner
 from raydistill.platform.prepared import load_encoded
 from raydistill.platform.rundir import atomic_write_json
-from raydistill.platform.text import Encoded, LengthBucketSampler
+from raydistill.platform.text import LengthBucketSampler
+
+
+# Texts per scoring call: bounds what one call reads and holds, and deals the pool out in small
+# enough pieces that a fast scorer takes more of them than a slow one.
+SHARD_TEXTS = 2048
+# Calls queued per scorer: the next shard is already waiting when one finishes.
+IN_FLIGHT_PER_SCORER = 2
 
 
 @dataclass(frozen=True)
 class ScoringPlan:
-    """How the pool is scored: ``scorers`` tasks with these resources, whole batches each, run
-    with the fast paths of ``performance`` (None: the defaults)."""
+    """How the pool is scored: ``scorers`` actors with these resources, shards of about
+    ``shard_texts`` texts in whole batches, run with the fast paths of ``performance`` (None:
+    the defaults)."""
 
     acquisition: str
     scorers: int
@@ -45,24 +55,28 @@ class ScoringPlan:
     pad_token_id: int
     threads: int = 1
     performance: PerformanceConfig | None = None
+    shard_texts: int = SHARD_TEXTS
 
 
 @ray.remote(max_restarts=-1, max_task_retries=-1)
 class Scorer:
     """One pool-scoring worker. Kept alive for the whole active-learning run and keeps its model
     object, so each round pays only for loading new weights and inference — not for a new
-    process importing torch and transformers, nor for rebuilding the model."""
+    process importing torch and transformers, nor for rebuilding the model. It reads the rows of
+    each shard from the memory-mapped pool cache (``pool_file``, on storage every node sees) and
+    lets go of the mapping after the call: its memory does not grow with the pool."""
 
-    def __init__(self, plan: ScoringPlan, pool_ref: list) -> None:
+    def __init__(self, plan: ScoringPlan, pool_file: str) -> None:
         torch.set_num_threads(plan.threads)
         self._plan = plan
-        self._pool: Encoded = ray.get(pool_ref[0])
+        self._pool_file = Path(pool_file)
         # A fractional GPU from Ray on a node where torch sees no CUDA: score on the CPU.
         self._device = select_device(plan.num_gpus > 0)
         self._model: torch.nn.Module | None = None
         self._fast: torch.nn.Module | None = None  # the model, compiled when asked
+        self._weights: str | None = None  # the object id of the weights loaded
 
-    def score(self, model_config: dict[str, Any], weights: list, batches: list[list[int]],
+    def score(self, model_config: dict[str, Any], weights: list, batches: list[np.ndarray],
               seed: int, round: int) -> tuple[np.ndarray, np.ndarray]:
         """(indices, scores) of whole pool batches; MC-dropout masks depend on (seed, round,
         batch) only, so which scorer gets a batch never changes its scores."""
@@ -72,19 +86,24 @@ class Scorer:
             self._model = AutoModelForSequenceClassification.from_config(
                 config, attn_implementation=attn_implementation(plan.performance)).to(self._device)
             self._fast = maybe_compile(self._model, plan.performance)  # compiled once, kept
-        self._model.load_state_dict(ray.get(weights[0]))  # in place: the compiled graph stays valid
-        return score_batches(self._fast, self._pool, batches, plan.acquisition, pad_token_id=plan.pad_token_id,
+        if self._weights != weights[0].hex():  # once per round, not per shard
+            self._model.load_state_dict(ray.get(weights[0]))  # in place: the compiled graph stays valid
+            self._weights = weights[0].hex()
+        pool = load_encoded(self._pool_file, mmap=True)
+        return score_batches(self._fast, pool, batches, plan.acquisition, pad_token_id=plan.pad_token_id,
                              mc_samples=plan.mc_samples, seed=seed, round=round, perf=plan.performance)
 
 
-def shard_batches(lengths: np.ndarray, candidates: np.ndarray, batch_size: int, shards: int) -> list[list[list[int]]]:
-    """Cut the candidates into length-sorted whole batches and deal them round-robin to shards.
+def shard_batches(lengths: np.ndarray, candidates: np.ndarray, batch_size: int,
+                  shard_texts: int = SHARD_TEXTS) -> list[list[np.ndarray]]:
+    """Cut the candidates into length-sorted whole batches and group them into shards of about
+    ``shard_texts`` texts, in order.
 
-    The batches do not depend on the number of shards, so 1 or N scorers compute bitwise the
-    same logits and pick the same set."""
-    sampler = LengthBucketSampler(lengths, batch_size, indices=candidates, shuffle=False)
-    batches = [list(map(int, b)) for b in sampler]
-    return [batches[s::shards] for s in range(shards) if batches[s::shards]]
+    The batches do not depend on the number of scorers or on which scorer takes a shard, so 1 or
+    N scorers compute bitwise the same logits and pick the same set."""
+    batches = LengthBucketSampler(lengths, batch_size, indices=candidates, shuffle=False).batches()
+    per_shard = max(1, shard_texts // batch_size)
+    return [batches[i:i + per_shard] for i in range(0, len(batches), per_shard)]
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
@@ -94,11 +113,10 @@ class ActiveLearner:
     def __init__(self, state_dir: str, learner: dict[str, Any], plan: ScoringPlan, pool_file: str) -> None:
         self._path = Path(state_dir) / "state.json"
         self._plan = plan
-        # The tokenised pool is read from the run's cache, not passed as an object ref: a
+        # The tokenised pool is read from the run's cache, never passed as one object: a
         # restarted actor (max_restarts=-1) rebuilds itself from files alone, whatever became of
-        # the driver that created it.
+        # the driver that created it, and the scorers read only the shards they score.
         self._pool_file = pool_file
-        self._pool_ref = None  # put in the object store on first use, owned by this actor
         self._scorers: list = []  # started on first use: the random baseline never needs them
         if self._path.is_file():  # a restart: the persisted state is authoritative
             state = json.loads(self._path.read_text(encoding="utf-8"))
@@ -129,23 +147,33 @@ class ActiveLearner:
         return self._learner.labeled_indices(round).tolist()
 
     def _score(self, round: int, candidates: np.ndarray, weights_ref, model_config) -> np.ndarray:
+        """Scores of ``candidates``: shards dealt to the scorers as they free up. Only the pool's
+        row lengths are read here; the rows themselves are read by the scorers, shard by shard."""
         plan, learner = self._plan, self._learner
         rule = lookup(ACQUISITIONS, plan.acquisition, "acquisition")
         if rule.pool_scores is not None:  # model-free: drawn per pool index, no scorers needed
             return rule.pool_scores(learner.seed, round, learner.pool_size)[candidates]
-        if self._pool_ref is None:
-            self._pool_ref = ray.put(load_encoded(Path(self._pool_file)))
-        pool: Encoded = ray.get(self._pool_ref)
-        shards = shard_batches(pool.lengths, candidates, plan.batch_size, plan.scorers)
+        lengths = load_encoded(Path(self._pool_file), mmap=True).lengths
+        shards = iter(shard_batches(lengths, candidates, plan.batch_size, plan.shard_texts))
         if not self._scorers:
             options = {"num_cpus": plan.num_cpus, "num_gpus": plan.num_gpus}
-            self._scorers = [Scorer.options(**options).remote(plan, [self._pool_ref]) for _ in range(plan.scorers)]
-        results = ray.get([scorer.score.remote(model_config, [weights_ref], shard, learner.seed, round)
-                           for scorer, shard in zip(self._scorers, shards)])
-        order = np.concatenate([r[0] for r in results])
-        scores = np.concatenate([r[1] for r in results])
-        by_index = dict(zip(order.tolist(), scores.tolist()))
-        return np.array([by_index[int(i)] for i in candidates], dtype=np.float64)
+            self._scorers = [Scorer.options(**options).remote(plan, self._pool_file) for _ in range(plan.scorers)]
+        scores = np.full(learner.pool_size, np.nan)
+        pending: dict[Any, Any] = {}
+
+        def submit(scorer) -> None:
+            shard = next(shards, None)
+            if shard is not None:
+                pending[scorer.score.remote(model_config, [weights_ref], shard, learner.seed, round)] = scorer
+
+        for scorer in self._scorers * IN_FLIGHT_PER_SCORER:
+            submit(scorer)
+        while pending:
+            [done], _ = ray.wait(list(pending), num_returns=1)
+            indices, shard_scores = ray.get(done)
+            scores[indices] = shard_scores
+            submit(pending.pop(done))
+        return scores[candidates]
 
     def record(self, round: int, metrics: dict[str, float]) -> None:
         """Store one learning-curve point (idempotent per round)."""

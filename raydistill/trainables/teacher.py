@@ -55,7 +55,7 @@ from raydistill.platform.models import (
     set_seed,
     unwrap,
 )
-from raydistill.platform.prepared import PreparedData, transfer_indices
+from raydistill.platform.prepared import PreparedData, load_encoded, transfer_indices
 from raydistill.platform.rundir import RunDir, atomic_write_json, load_array, save_array
 from raydistill.platform.tracking import TeacherTracker
 from raydistill.trainables.active_learner import ActiveLearner, ScoringPlan
@@ -189,7 +189,8 @@ def _train_rounds(config: dict[str, Any]) -> None:
     torch.set_num_threads(cfg.threads_per_worker)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    pool, validation = ray.get(config["pool"][0]), ray.get(config["validation"][0])
+    # Memory-mapped from the run's cache: a worker pages in the labelled rows it trains on.
+    pool, validation = (load_encoded(Path(config[name]), mmap=True) for name in ("pool_file", "validation_file"))
     learner = ray.get_actor(config["learner_name"], namespace=config["namespace"])
     set_seed(cfg.seed)
     fresh = build_teacher(cfg.teacher, len(config["label_names"]), config["vocab_size"],
@@ -341,7 +342,6 @@ def train_teacher(
     preflight_teacher(cfg)
     namespace = ray.get_runtime_context().namespace
     learner_name = f"al-{run.root.name}-{acquisition}-{uuid.uuid4().hex[:6]}"
-    pool_ref = ray.put(data.encoded["train"])
     al = cfg.al
     plan = ScoringPlan(acquisition, al.scorers, al.cpus_per_scorer, al.gpus_per_scorer,
                        al.score_batch_size, al.mc_dropout_samples, data.pad_token_id,
@@ -362,8 +362,8 @@ def train_teacher(
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
-            "cfg": cfg.model_dump(mode="json"), "pool": [pool_ref],
-            "validation": [ray.put(data.encoded["validation"])],
+            "cfg": cfg.model_dump(mode="json"), "pool_file": str(data.files["train"]),
+            "validation_file": str(data.files["validation"]),
             "learner_name": learner_name, "namespace": namespace, "acquisition": acquisition,
             "label_names": list(data.dataset.label_names), "vocab_size": len(data.tokenizer),
             "al_dir": str(run.al / acquisition), "start_from": round0,

@@ -166,7 +166,7 @@ def dropout_model():
 def pool():
     rng = np.random.default_rng(0)
     ids = [[2, *rng.integers(5, 30, size=rng.integers(2, 14)).tolist(), 3] for _ in range(40)]
-    return Encoded(ids, [[0] * len(row) for row in ids], rng.integers(0, 3, size=40))
+    return Encoded.from_rows(ids, [[0] * len(row) for row in ids], rng.integers(0, 3, size=40))
 
 
 POOL_BATCHES = [list(range(start, start + 8)) for start in range(0, 40, 8)]

@@ -14,6 +14,7 @@ import torch
 
 from raydistill.platform.config import DataConfig, TokenizerConfig
 from raydistill.platform.data import Split, load_dataset
+from raydistill.platform.prepared import load_encoded, save_encoded
 from raydistill.platform.errors import CheckpointError, DataError
 from raydistill.platform.text import (
     BATCH_KEYS,
@@ -145,22 +146,48 @@ def test_encode_truncates_without_padding(tokenizer):
     split = Split(["a dog", CORPUS[8] * 5, "love"], np.array([1, 0, 1]))
     enc = encode(tokenizer, split, max_length=10)
     assert len(enc) == 3 and enc.lengths.tolist() == [4, 10, 3]
-    assert enc.input_ids[1][-1] == tokenizer.sep_token_id  # truncation keeps the [SEP]
+    assert enc.row(1)[0][-1] == tokenizer.sep_token_id  # truncation keeps the [SEP]
     assert enc.labels.tolist() == [1, 0, 1]
-    assert enc.token_type_ids[0] == [0, 0, 0, 0]
+    assert enc.row(0)[1].tolist() == [0, 0, 0, 0]
 
 
 def test_encode_pairs(tokenizer):
     split = Split(["a dog", "love"], np.array([0, 2]), ["war", "a quiet story"])
     enc = encode(tokenizer, split, max_length=32)
-    assert enc.token_type_ids[0] == [0, 0, 0, 0, 1, 1]
-    assert enc.input_ids[0] == _ids(tokenizer, ["a dog"], ["war"])[0][0]
+    assert enc.row(0)[1].tolist() == [0, 0, 0, 0, 1, 1]
+    assert enc.row(0)[0].tolist() == _ids(tokenizer, ["a dog"], ["war"])[0][0]
 
 
 def test_encoded_dataset_items():
-    enc = Encoded([[2, 5, 3], [2, 3]], [[0, 0, 0], [0, 0]], np.array([1, 0]))
+    enc = Encoded.from_rows([[2, 5, 3], [2, 3]], [[0, 0, 0], [0, 0]], np.array([1, 0]))
     item = EncodedDataset(enc)[1]
-    assert item == {"input_ids": [2, 3], "token_type_ids": [0, 0], "label": 0, "index": 1}
+    assert {k: np.asarray(v).tolist() for k, v in item.items()} == {
+        "input_ids": [2, 3], "token_type_ids": [0, 0], "label": 0, "index": 1}
+
+
+def test_encoded_subset_concat_and_mmap_round_trip(tmp_path):
+    """Flat rows: a subset, a concatenation and a memory-mapped reload give back exactly the rows
+    they were made from, in the order asked (repeats and empty rows included)."""
+    rng = np.random.default_rng(0)
+    rows = [rng.integers(0, 50, size=rng.integers(0, 9)).tolist() for _ in range(30)]
+    types = [[i % 2] * len(row) for i, row in enumerate(rows)]
+    enc = Encoded.from_rows(rows, types, np.arange(30))
+    order = [29, 3, 3, 0, 17]
+    sub = enc.subset(order)
+    assert [sub.row(i)[0].tolist() for i in range(len(order))] == [rows[i] for i in order]
+    assert [sub.row(i)[1].tolist() for i in range(len(order))] == [types[i] for i in order]
+    assert sub.labels.tolist() == order
+    both = Encoded.concat([enc.subset(range(10)), enc.subset(range(10, 30))])
+    assert np.array_equal(both.ids, enc.ids) and np.array_equal(both.offsets, enc.offsets)
+    save_encoded(tmp_path / "split", enc)
+    mapped = load_encoded(tmp_path / "split", mmap=True)
+    assert isinstance(mapped.ids, np.memmap)
+    assert [mapped.row(i)[0].tolist() for i in range(30)] == rows
+    assert not isinstance(mapped.subset(order).ids, np.memmap)  # a subset is copied out
+    (tmp_path / "split" / "labels.npy").unlink()
+    np.save(tmp_path / "split" / "labels.npy", np.arange(29))
+    with pytest.raises(CheckpointError, match="inconsistent"):
+        load_encoded(tmp_path / "split")
 
 
 def test_collate_pads_to_longest():

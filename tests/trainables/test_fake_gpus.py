@@ -125,11 +125,13 @@ CHILD = textwrap.dedent(r'''
 
         # The pool Scorer with half a GPU scores on the CPU, the same as in-process.
         from raydistill.platform.acquisition import score_batches
+        from raydistill.platform.prepared import save_encoded
         from raydistill.trainables.active_learner import Scorer, ScoringPlan, shard_batches
 
         plan = ScoringPlan("entropy", 1, 0.25, 0.5, 4, 2, tokenizer.pad_token_id, 1, PerformanceConfig())
-        batches = shard_batches(pool.lengths, np.arange(len(pool)), 4, 1)[0]
-        scorer = Scorer.options(num_cpus=0.25, num_gpus=0.5).remote(plan, [ray.put(pool)])
+        batches = shard_batches(pool.lengths, np.arange(len(pool)), 4)[0]
+        save_encoded(root / "pool", pool)
+        scorer = Scorer.options(num_cpus=0.25, num_gpus=0.5).remote(plan, str(root / "pool"))
         weights = ray.put({k: v.detach() for k, v in model.state_dict().items()})
         got = ray.get(scorer.score.remote(model.config.to_dict(), [weights], batches, 0, 1), timeout=180)
         want = score_batches(model, pool, batches, "entropy", pad_token_id=tokenizer.pad_token_id,

@@ -63,10 +63,10 @@ def test_saved_teacher_matches_training(tiny_teacher_run):
     assert acc == pytest.approx(last, abs=1e-6)
 
 
-def _learner(run, data, cfg, name, scorers, acquisition="entropy"):
+def _learner(run, data, cfg, name, scorers, acquisition="entropy", shard_texts=4096):
     from raydistill.trainables.active_learner import ActiveLearner, ScoringPlan
 
-    plan = ScoringPlan(acquisition, scorers, 0.25, 0.0, 64, 3, data.pad_token_id)
+    plan = ScoringPlan(acquisition, scorers, 0.25, 0.0, 64, 3, data.pad_token_id, shard_texts=shard_texts)
     learner_state = {"pool_size": len(data.encoded["train"]), "initial_labeled": cfg.al.initial_labeled,
                      "query_size": cfg.al.query_size, "rounds": cfg.al.rounds, "seed": cfg.seed}
     return ActiveLearner.remote(str(run.root / "scratch" / name), learner_state, plan, str(data.files["train"]))
@@ -74,13 +74,16 @@ def _learner(run, data, cfg, name, scorers, acquisition="entropy"):
 
 @pytest.mark.parametrize("acquisition", ["entropy", "bald"])
 def test_two_scorers_pick_what_one_picks_and_acquire_is_idempotent(tiny_teacher_run, acquisition):
-    """BALD too: its MC-dropout masks are seeded per (seed, round, batch), not per scorer."""
+    """One scorer reading the pool in one shard and two scorers taking 128-text shards as they
+    free up pick the same set. BALD too: its MC-dropout masks are seeded per (seed, round,
+    batch), not per scorer or shard."""
     cfg, run, data, _ = tiny_teacher_run
+    assert len(data.encoded["train"]) > 4 * 128  # so two scorers each take several shards
     model = load_classifier(run.teacher)
     weights = ray.put({k: v for k, v in model.state_dict().items()})
     picks = {}
-    for scorers in (1, 2):
-        learner = _learner(run, data, cfg, f"{acquisition}-s{scorers}", scorers, acquisition)
+    for scorers, shard_texts in ((1, 1 << 20), (2, 128)):
+        learner = _learner(run, data, cfg, f"{acquisition}-s{scorers}", scorers, acquisition, shard_texts)
         picks[scorers] = ray.get(learner.acquire.remote(1, [weights], model.config.to_dict()))
         # A second call for the same round (a retry) returns the same set, even with other weights.
         other = ray.put({k: v * 0 for k, v in model.state_dict().items()})
