@@ -10,8 +10,6 @@ request, and what a request of one text pays that a batched in-process forward p
     python benchmarks/serve_overhead.py [--concurrency 1 32] [--requests 1500] [--out FILE.json]
 """
 
-from __future__ import annotations
-
 import argparse
 import json
 import os
@@ -85,6 +83,8 @@ def main() -> None:
                     r = run_load(f"http://127.0.0.1:{port}/{app}", "student", texts, concurrency,
                                  max_requests=args.requests, max_seconds=args.seconds,
                                  warmup_requests=min(50, args.requests))
+                    if not r["ok"]:
+                        raise SystemExit(f"{app}: no request answered: {r['outcomes']}")
                     levels.append({"app": app, "concurrency": concurrency, "req_per_s": r["req_per_s"],
                                    "p50_ms": r["p50_ms"], "p99_ms": r["p99_ms"], "errors": r["errors"],
                                    "cpu_ms_per_request": 1000 * cores / r["req_per_s"]})
