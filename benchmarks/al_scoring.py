@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import time
 from datetime import datetime, timezone
@@ -29,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from raydistill.platform.machine import cpu_name
 
 
 def peak_rss_mb(_actor=None) -> float:
@@ -152,7 +153,7 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
+        "machine": f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}",
         "run": run.root.name, "batch_size": args.batch_size, "plain_texts_per_s": plain,
         "rows": rows}, indent=2))
     print(f"wrote {out}")

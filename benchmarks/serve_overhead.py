@@ -13,13 +13,14 @@ request, and what a request of one text pays that a batched in-process forward p
 import argparse
 import json
 import os
-import platform
 import socket
 from datetime import datetime, timezone
 from pathlib import Path
 
 from fastapi import FastAPI, Request
 from ray import serve
+
+from raydistill.platform.machine import cpu_name
 
 api = FastAPI()
 
@@ -104,7 +105,7 @@ def main() -> None:
     out = args.out or Path(__file__).parent / "results" / "serve_overhead-cpu.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+                               "machine": f"{cpu_name()}, {os.cpu_count()} cores",
                                "levels": levels}, indent=2))
     print(f"wrote {out}")
 

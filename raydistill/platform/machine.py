@@ -1,7 +1,11 @@
-"""What a benchmark's absolute numbers were measured on."""
+"""The machine: what a benchmark's absolute numbers were measured on, and handing freed memory
+back to it."""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import platform
 from pathlib import Path
 
@@ -16,3 +20,22 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine() or "unknown"
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+
+
+def release_freed_memory() -> None:
+    """Return the heap that freed tensors left behind to the OS (glibc ``malloc_trim``; a no-op
+    elsewhere). glibc keeps it otherwise: a scorer's resident memory would climb with every
+    wider batch it ever ran (measured: +200 MB over one 40,000-text round), although what it
+    holds is one shard's."""
+    libc = _libc()
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)

@@ -27,6 +27,7 @@ from raydistill.platform.acquisition import ACQUISITIONS, score_batches
 from raydistill.platform.config import PerformanceConfig
 from raydistill.platform.fastpath import attn_implementation, maybe_compile, select_device
 from raydistill.platform.layers import lookup
+from raydistill.platform.machine import release_freed_memory
 from raydistill.platform.pool import PoolLearner
 from raydistill.platform.prepared import load_encoded
 from raydistill.platform.rundir import atomic_write_json
@@ -90,8 +91,10 @@ class Scorer:
             self._model.load_state_dict(ray.get(weights[0]))  # in place: the compiled graph stays valid
             self._weights = weights[0].hex()
         pool = load_encoded(self._pool_file, mmap=True)
-        return score_batches(self._fast, pool, batches, plan.acquisition, pad_token_id=plan.pad_token_id,
-                             mc_samples=plan.mc_samples, seed=seed, round=round, perf=plan.performance)
+        scored = score_batches(self._fast, pool, batches, plan.acquisition, pad_token_id=plan.pad_token_id,
+                               mc_samples=plan.mc_samples, seed=seed, round=round, perf=plan.performance)
+        release_freed_memory()  # the shard's activations: what stays resident is one shard's worth
+        return scored
 
 
 def shard_batches(lengths: np.ndarray, candidates: np.ndarray, batch_size: int,
