@@ -179,11 +179,6 @@ class ServeConfig(_Section):
     gateway_replicas: int = Field(default=2, ge=1)
     cpus_per_replica: float = Field(default=0.25, gt=0)
     gpus_per_replica: float = Field(default=0.0, ge=0)
-    # True: every Gateway replica holds the models and calls them in process, one handle hop
-    # less a request (benchmarks/serve_overhead.py: the hop is about a third of Serve's own CPU
-    # per request). The models then scale with gateway_replicas and share each replica's
-    # cpus/gpus_per_replica. False: a Classifier deployment per model, num_replicas each.
-    models_in_gateway: bool = False
     max_texts_per_request: int = Field(default=64, ge=1)
     max_chars_per_text: int = Field(default=20_000, ge=1)
     max_body_bytes: int = Field(default=2_000_000, ge=1024)

@@ -57,7 +57,6 @@ class BuildArgs(BaseModel):
     gateway_replicas: int | None = None
     cpus_per_replica: float | None = None
     gpus_per_replica: float | None = None
-    models_in_gateway: bool | None = None
     max_texts_per_request: int | None = None
     max_chars_per_text: int | None = None
     max_body_bytes: int | None = None
@@ -119,26 +118,29 @@ def build_app(args: BuildArgs | dict[str, Any]) -> serve.Application:
     labels_file = run.labels / "label_names.json"
     label_names = json.loads(labels_file.read_text(encoding="utf-8")) if labels_file.is_file() else None
     actor_options = {"num_cpus": settings.cpus_per_replica, "num_gpus": settings.gpus_per_replica}
-    models: dict[str, Any] = {}
+    models = {}
     for name in served_models(run, args.models):
-        spec = {
-            "name": name, "model_dir": str(run.root / name),
-            "max_batch_size": settings.max_batch_size, "batch_wait_timeout_s": settings.batch_wait_timeout_s,
-            "max_length": cfg.tokenizer.max_length, "threads": cfg.threads_per_worker,
-            "label_names": label_names, "facts": model_facts(run, name),
-            "performance": cfg.performance.model_dump(),
-        }
-        models[name] = spec if settings.models_in_gateway else Classifier.options(
+        models[name] = Classifier.options(
             name=name, logging_config=_logging(settings),
             num_replicas=settings.num_replicas,
             max_ongoing_requests=model_ongoing_requests(settings),
             ray_actor_options=actor_options,
-        ).bind(**spec)
+        ).bind(
+            name,
+            str(run.root / name),
+            max_batch_size=settings.max_batch_size,
+            batch_wait_timeout_s=settings.batch_wait_timeout_s,
+            max_length=cfg.tokenizer.max_length,
+            threads=cfg.threads_per_worker,
+            label_names=label_names,
+            facts=model_facts(run, name),
+            performance=cfg.performance.model_dump(),
+        )
     gateway = Gateway.options(
         logging_config=_logging(settings),
         num_replicas=settings.gateway_replicas,
         max_ongoing_requests=max(GATEWAY_MIN_ONGOING, 4 * model_ongoing_requests(settings)),
-        ray_actor_options=actor_options if settings.models_in_gateway else {"num_cpus": settings.cpus_per_replica},
+        ray_actor_options={"num_cpus": settings.cpus_per_replica},
     )
     return gateway.bind(models, settings.model_dump(), token or None, str(run.root))
 
@@ -222,22 +224,6 @@ class AppSpec:
     models: list[str] | None = None
 
 
-def serve_demands(settings: ServeConfig, n_models: int) -> list:
-    """What one app asks of the cluster: Gateway replicas, and model replicas unless the models
-    live in the Gateway."""
-    from raydistill.trainables.resources import Demand
-
-    if settings.models_in_gateway:
-        return [Demand("CPU", settings.cpus_per_replica, settings.gateway_replicas,
-                       "serve.cpus_per_replica x gateway_replicas (models_in_gateway)"),
-                Demand("GPU", settings.gpus_per_replica, settings.gateway_replicas,
-                       "serve.gpus_per_replica x gateway_replicas (models_in_gateway)")]
-    return [Demand("CPU", settings.cpus_per_replica, n_models * settings.num_replicas + settings.gateway_replicas,
-                   "serve.cpus_per_replica x (models x num_replicas + gateway_replicas)"),
-            Demand("GPU", settings.gpus_per_replica, n_models * settings.num_replicas,
-                   "serve.gpus_per_replica x models x serve.num_replicas")]
-
-
 def deploy_many(
     run_dir: str | Path,
     specs: list[AppSpec],
@@ -247,7 +233,7 @@ def deploy_many(
 ) -> list[str]:
     """Deploy several applications of one run at once (their replicas start in parallel);
     return their base URLs. Arguments as in :func:`deploy`."""
-    from raydistill.trainables.resources import preflight
+    from raydistill.trainables.resources import Demand, preflight
 
     require_ray()
     run = RunDir.existing(run_dir)
@@ -259,7 +245,13 @@ def deploy_many(
         settings = serve_settings(cfg, spec.overrides)
         args = BuildArgs(run_dir=str(run.root), token=token, models=spec.models,
                          **settings_overrides(spec.overrides))
-        demands += serve_demands(settings, len(served_models(run, spec.models)))
+        n_models = len(served_models(run, spec.models))
+        demands += [
+            Demand("CPU", settings.cpus_per_replica, n_models * settings.num_replicas + settings.gateway_replicas,
+                   "serve.cpus_per_replica x (models x num_replicas + gateway_replicas)"),
+            Demand("GPU", settings.gpus_per_replica, n_models * settings.num_replicas,
+                   "serve.gpus_per_replica x models x serve.num_replicas"),
+        ]
         targets.append(serve.RunTarget(build_app(args), name=spec.name, route_prefix=spec.route_prefix))
     # Ray would queue replicas that can never be placed and wait forever: fail with the settings.
     preflight("serve", demands, all_at_once=True)

@@ -1,6 +1,4 @@
-"""The model server: one :class:`Predictor` behind ``@serve.batch``, as its own deployment
-(:class:`Classifier`, reached through a handle) or inside each Gateway replica
-(:class:`BatchingClassifier`, ``serve.models_in_gateway``: no handle hop).
+"""The model deployment: one :class:`Predictor` per replica behind ``@serve.batch``.
 
 ``@serve.batch`` gathers the texts of concurrent requests into one forward pass; a batch counts
 *texts*, not requests (``batch_size_fn``), and a request larger than a batch is split into
@@ -52,10 +50,9 @@ def _count_texts(requests: list[list[str]]) -> int:
     return sum(len(texts) for texts in requests)
 
 
-class BatchingClassifier:
-    """One model in a Serve replica: batches texts across concurrent requests and records batch
-    sizes. ``@serve.batch`` needs only the replica's event loop, so the same object serves as a
-    deployment of its own or inside the Gateway."""
+@serve.deployment
+class Classifier:
+    """One model replica: batches texts across concurrent requests and records batch sizes."""
 
     def __init__(
         self,
@@ -130,9 +127,3 @@ class BatchingClassifier:
             "max_batch_size": self.max_batch_size,
             **self.facts,
         }
-
-
-@serve.deployment
-class Classifier(BatchingClassifier):
-    """The model as a deployment of its own: scaled by ``serve.num_replicas``, apart from the
-    Gateway, which reaches it through a handle."""

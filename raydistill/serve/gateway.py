@@ -1,11 +1,10 @@
 """The HTTP ingress: a FastAPI app served by the :class:`Gateway` deployment.
 
-The Gateway parses and checks requests (limits, token), calls a model
-(:mod:`raydistill.serve.classifier`: a deployment of its own through a handle, or with
-``serve.models_in_gateway`` one held in this replica, a call instead of a hop) with a timeout (a
-model that is down or slow gives 503 + JSON, never a hang) and serves the web pages: classify at
-``/``, the study's results at ``/results`` (read from the run directory by
-:func:`raydistill.serve.facts.study_facts`).
+The Gateway parses and checks requests (limits, token), calls a model deployment
+(:mod:`raydistill.serve.classifier`) with a timeout (a model that is down or slow gives 503 +
+JSON, never a hang) and serves the web pages: classify at ``/``, the study's results at
+``/results`` (read from the run directory by :func:`raydistill.serve.facts.study_facts`). It
+holds no model code.
 """
 
 # No `from __future__ import annotations`: FastAPI resolves the ingress methods' annotations
@@ -14,7 +13,6 @@ import asyncio
 import collections
 import hmac
 import html
-import inspect
 import json
 import logging
 import time
@@ -33,7 +31,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from raydistill.platform.config import ServeConfig
 from raydistill.platform.rundir import RunDir
-from raydistill.serve.classifier import BatchingClassifier, FailedRequest
+from raydistill.serve.classifier import FailedRequest
 from raydistill.serve.facts import empty_study, plot_path, study_facts, study_signature
 
 logger = logging.getLogger("ray.serve")
@@ -123,9 +121,8 @@ _CLASSIFY_BODY = {
 
 
 async def _await(response: Any) -> Any:
-    """A DeploymentResponse, a coroutine or a plain value as a coroutine (``asyncio.wait_for``
-    wants one)."""
-    return await response if inspect.isawaitable(response) else response
+    """A DeploymentResponse as a coroutine (``asyncio.wait_for`` wants one)."""
+    return await response
 
 
 async def _read_body(request: Request, limit: int) -> bytes | None:
@@ -144,20 +141,16 @@ async def _read_body(request: Request, limit: int) -> bytes | None:
 @serve.deployment
 @serve.ingress(api)
 class Gateway:
-    """HTTP front: request checks, bearer token, timeouts, the pages. The models are Classifier
-    deployments it calls through handles, or (``serve.models_in_gateway``) held in each replica.
+    """HTTP front: request checks, bearer token, timeouts, the pages. No model code here.
 
     ``run_dir`` is the run directory whose study ``/results`` shows (None: no study to show).
     """
 
     def __init__(
-        self, models: dict[str, DeploymentHandle | dict[str, Any]], limits: dict[str, Any],
-        token: str | None = None, run_dir: str | None = None,
+        self, models: dict[str, DeploymentHandle], limits: dict[str, Any], token: str | None = None,
+        run_dir: str | None = None,
     ) -> None:
-        # A model given as its BatchingClassifier arguments (serve.models_in_gateway) is loaded
-        # into this replica; a handle is a Classifier deployment of its own.
-        self.models = {name: BatchingClassifier(**model) if isinstance(model, dict) else model
-                       for name, model in models.items()}
+        self.models = models
         self.limits = ServeConfig.model_validate(limits)
         self.token = token or None
         self.run_dir = run_dir
@@ -236,19 +229,14 @@ class Gateway:
     ) -> tuple[Any, str | None]:
         """Call a model deployment: (answer, None), or (None, why) on a timeout or a dead model."""
         timeout_s = timeout_s or self.limits.request_timeout_s
-        target = self.models[name]
-        if isinstance(target, BatchingClassifier):  # in this replica: a call, not a hop
-            response = None
-            call = _await(getattr(target, method)(*args))
-        else:
-            handle = target if method == "__call__" else target.options(method_name=method)
-            response = handle.remote(*args)
-            call = _await(response)
+        handle = self.models[name]
+        if method != "__call__":
+            handle = handle.options(method_name=method)
+        response = handle.remote(*args)
         try:
-            return await asyncio.wait_for(call, timeout_s), None
+            return await asyncio.wait_for(_await(response), timeout_s), None
         except asyncio.TimeoutError:
-            if response is not None:
-                response.cancel()
+            response.cancel()
             return None, f"model {name!r} did not answer within {timeout_s:g} s (serve.request_timeout_s)"
         except Exception as err:  # replica died, deployment unavailable, ...
             # The exception names hosts, pids and actors: it goes to the log, not to the client.

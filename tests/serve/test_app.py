@@ -411,38 +411,3 @@ def test_one_client_may_hold_only_its_share_of_requests(served):
         assert post(3).status_code == 200  # the earlier ones answered: a slot is free again
     finally:
         serve.delete("capped")
-
-
-@pytest.mark.ray
-def test_models_in_the_gateway_answer_alike_without_a_model_deployment(served, tiny_run, predictors):
-    """serve.models_in_gateway: the app has only its Gateway deployment (no handle hop to a
-    model), answers as the models in process do, batches concurrent requests and is healthy."""
-    from ray import serve
-
-    from raydistill.serve.app import deploy
-
-    url = deploy(tiny_run, token=served.token, name="in-gateway", route_prefix="/in-gateway",
-                 write_config=False, models_in_gateway=True, gateway_replicas=1)
-    try:
-        deployments = serve.status().applications["in-gateway"].deployments
-        assert sorted(deployments) == ["Gateway"]
-        with httpx.Client(base_url=url, headers=served.auth, timeout=30, trust_env=False) as c:
-            for model in ("student", "teacher"):
-                r = c.post("/v1/classify", json={"texts": TEXTS, "model": model})
-                assert r.status_code == 200, r.text
-                assert [p["label"] for p in r.json()["predictions"]] == [
-                    p["label"] for p in predictors[model].predict(TEXTS)]
-            assert c.get("/healthz").json()["models"] == {"student": True, "teacher": True}
-            assert {m["name"] for m in c.get("/v1/models").json()["models"]} == {"student", "teacher"}
-
-            async def burst():
-                async with httpx.AsyncClient(base_url=url, headers=served.auth, timeout=30, trust_env=False) as a:
-                    return await asyncio.gather(*(
-                        a.post("/v1/classify", json={"texts": [f"{TEXTS[i % 4]} {i}"]}) for i in range(32)))
-
-            assert [r.status_code for r in asyncio.run(burst())] == [200] * 32
-            sizes = c.get("/v1/stats").json()["student"]["batch_sizes"]
-            assert sum(int(k) * v for k, v in sizes.items()) == 32 + len(TEXTS)
-            assert max(int(k) for k in sizes) > 1, sizes
-    finally:
-        serve.delete("in-gateway")
