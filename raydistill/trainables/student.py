@@ -130,7 +130,7 @@ def _validate(student, shared: dict[str, Any], device) -> tuple[dict[str, float]
     loader = make_loader(val, eval_batch_size(shared["cfg_obj"].student.batch_size), pad_token_id=shared["pad_token_id"],
                          **loader_kwargs(device, perf))
     logits = predict_logits(student, loader, device, perf)
-    labels = torch.as_tensor(val.labels)
+    labels = torch.tensor(val.labels)  # a copy: the shared arrays are read-only
     predictions = logits.argmax(-1)
     teacher_predictions = torch.as_tensor(shared["teacher_val_logits"]).argmax(-1)
     return {

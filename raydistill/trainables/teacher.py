@@ -247,7 +247,7 @@ def _finish_round(model, eval_model, row, validation, learner, config, rank, wor
     if rank != 0:
         ray.train.report(row)
         return
-    labels = torch.as_tensor(validation.labels)
+    labels = torch.tensor(validation.labels)  # a copy: the cache is mapped read-only
     row.update({M.VAL_LOSS: torch.nn.functional.cross_entropy(logits, labels).item(),
                 M.VAL_ACCURACY: accuracy(logits, labels)})
     save_array(Path(config["al_dir"]) / f"val_logits_round{row[M.ROUND]}.npy", logits.numpy())
