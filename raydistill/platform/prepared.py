@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -66,7 +66,7 @@ def prepare_data(cfg: ExperimentConfig, run: RunDir) -> PreparedData:
     return PreparedData(dataset=dataset, tokenizer=tokenizer, encoded=encoded, files=files)
 
 
-_ENCODED_FIELDS = ("ids", "type_ids", "offsets", "labels")
+_ENCODED_FIELDS = tuple(field.name for field in fields(Encoded))
 
 
 def save_encoded(path: Path, encoded: Encoded) -> None:

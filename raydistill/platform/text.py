@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -129,6 +129,13 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
     return tokenizer
 
 
+def _row_offsets(lengths: Sequence[int] | np.ndarray) -> np.ndarray:
+    """Row starts plus the total, (N + 1,) int64, from N row lengths."""
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return offsets
+
+
 @dataclass(frozen=True)
 class Encoded:
     """A tokenised split, unpadded, as flat arrays: row i is ``ids[offsets[i]:offsets[i + 1]]``.
@@ -147,8 +154,7 @@ class Encoded:
     @classmethod
     def from_rows(cls, input_ids: Sequence[Sequence[int]], token_type_ids: Sequence[Sequence[int]],
                   labels: Sequence[int] | np.ndarray) -> "Encoded":
-        offsets = np.zeros(len(input_ids) + 1, dtype=np.int64)
-        np.cumsum([len(row) for row in input_ids], out=offsets[1:])
+        offsets = _row_offsets([len(row) for row in input_ids])
 
         def flat(rows: Sequence[Sequence[int]], dtype: type) -> np.ndarray:
             return np.fromiter((t for row in rows for t in row), dtype=dtype, count=int(offsets[-1]))
@@ -169,7 +175,7 @@ class Encoded:
     def __reduce__(self) -> tuple:
         # Pickled as plain arrays, never as memmaps (which pickle a copy): Ray then stores the
         # buffers out of band, and every reader on the node maps them without a copy.
-        return Encoded, tuple(np.asarray(a) for a in (self.ids, self.type_ids, self.offsets, self.labels))
+        return type(self), tuple(np.asarray(getattr(self, f.name)) for f in fields(self))
 
     @property
     def lengths(self) -> np.ndarray:
@@ -184,11 +190,12 @@ class Encoded:
         """The rows at ``indices``, in that order (row i of the subset is ``indices[i]``), copied
         out: a subset of a memory-mapped split holds only its own rows."""
         indices = np.asarray(indices, dtype=np.int64)
-        lengths = self.lengths[indices]
-        offsets = np.zeros(len(indices) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
+        # Only the asked rows' offsets are read: a memory-mapped pool's other rows stay on disk.
+        starts = np.asarray(self.offsets[indices])
+        lengths = np.asarray(self.offsets[indices + 1]) - starts
+        offsets = _row_offsets(lengths)
         # token j of the subset comes from token (start of its row - start of its new row) + j
-        gather = np.repeat(self.offsets[indices] - offsets[:-1], lengths) + np.arange(offsets[-1])
+        gather = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
         return Encoded(np.asarray(self.ids[gather]), np.asarray(self.type_ids[gather]), offsets,
                        np.asarray(self.labels[indices]))
 

@@ -63,7 +63,7 @@ def test_saved_teacher_matches_training(tiny_teacher_run):
     assert acc == pytest.approx(last, abs=1e-6)
 
 
-def _learner(run, data, cfg, name, scorers, acquisition="entropy", shard_texts=4096):
+def _learner(run, data, cfg, name, scorers, acquisition, shard_texts):
     from raydistill.trainables.active_learner import ActiveLearner, ScoringPlan
 
     plan = ScoringPlan(acquisition, scorers, 0.25, 0.0, 64, 3, data.pad_token_id, shard_texts=shard_texts)
