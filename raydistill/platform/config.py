@@ -39,6 +39,12 @@ class DataConfig(_Section):
     text_column: str = "text"
     text_pair_column: str | None = None
     label_column: str = "label"
+    # A column naming each row's cluster (an author, a product, a document): rows of one cluster
+    # are not independent, so the report resamples clusters and a carved split keeps them whole.
+    group_column: str | None = None
+    # The embedded data only: a validation fraction an earlier study of it chose recipes on.
+    # The test rows of the films that split validated on leave the confirmation set.
+    earlier_validation_fraction: float | None = Field(default=None, gt=0, lt=0.5)
     label_names: list[str] | None = None
     max_train: int | None = Field(default=None, gt=0)
     max_eval: int | None = Field(default=None, gt=0)
@@ -52,6 +58,8 @@ class DataConfig(_Section):
             raise ValueError("source 'hf' needs data.name (e.g. imdb, glue/sst2) or data.path")
         if self.source == "file" and not self.path:
             raise ValueError("source 'file' needs data.path")
+        if self.earlier_validation_fraction is not None and self.source != "embedded":
+            raise ValueError("data.earlier_validation_fraction applies to source 'embedded' only")
         return self
 
 
@@ -218,6 +226,28 @@ class BenchConfig(_Section):
         return values
 
 
+class ReportConfig(_Section):
+    """How the report decides. ``margin`` (points): a difference inside ±margin is practically
+    nothing, so an interval inside it is ``equivalent``. ``confirm``: contrasts declared before
+    the run, each a pair of strategy names (``best`` names the strategy validation picks); they
+    are re-tested on the confirmation set as confirmatory, everything else is exploratory."""
+
+    margin: float = Field(default=1.0, gt=0, le=50)
+    confirm: list[tuple[str, str]] = []
+
+    @field_validator("confirm")
+    @classmethod
+    def _known_strategies(cls, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        known = (*STRATEGY_NAMES, "best")
+        for pair in pairs:
+            bad = [name for name in pair if name not in known]
+            if bad:
+                raise ValueError(f"unknown strategy {bad[0]!r} in {list(pair)}; choose from {', '.join(known)}")
+            if pair[0] == pair[1]:
+                raise ValueError(f"{list(pair)} compares a strategy with itself")
+        return pairs
+
+
 class TrackingConfig(_Section):
     """Where runs are tracked, in tools users already read. Free to change on ``--resume``: it
     changes what is recorded, not what is computed.
@@ -270,6 +300,7 @@ class ExperimentConfig(_Section):
     sweep: SweepConfig = SweepConfig()
     serve: ServeConfig = ServeConfig()
     bench: BenchConfig = BenchConfig()
+    report: ReportConfig = ReportConfig()
     tracking: TrackingConfig = TrackingConfig()
     performance: PerformanceConfig = PerformanceConfig()
 

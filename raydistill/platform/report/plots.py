@@ -13,11 +13,15 @@ from raydistill.platform.report.active_learning import ARM, read_al_curve
 from raydistill.platform.report.active_learning import CI_HIGH as AL_HIGH
 from raydistill.platform.report.active_learning import CI_LOW as AL_LOW
 from raydistill.platform.report.active_learning import DIFF as AL_DIFF
+from raydistill.platform.report import stats as S
 from raydistill.platform.report.stats import VAL_ACC_MEAN, VAL_ACC_STD
 
 PLOT_VAL_ACCURACY = "val_accuracy.png"
 PLOT_LEARNING_CURVES = "learning_curves.png"
 PLOT_ACTIVE_LEARNING = "active_learning.png"
+PLOT_FOREST = "forest.png"
+VERDICT_COLOURS = {S.BEST: "#1f77b4", S.WORSE: "#d62728", S.EQUIVALENT: "#2ca02c",
+                   S.INCONCLUSIVE: "#7f7f7f", S.NOT_TESTED: "#bbbbbb"}
 
 
 def _pyplot():
@@ -104,6 +108,36 @@ def _plot_al_band(ax: Any, comparison: pd.DataFrame) -> None:
     ax.set_xlabel("labelled examples")
     ax.set_ylabel("accuracy difference (points)")
     ax.legend()
+
+
+def plot_forest(cells: pd.DataFrame, strategies: pd.DataFrame | None, path: Path, margin: float) -> None:
+    """Each strategy's (temperatures pooled) and each cell's difference from the best, in points,
+    with its 95% interval, the ±margin band and the verdict's colour."""
+    plt = _pyplot()
+    rows = []  # (label, diff, low, high, verdict)
+    if strategies is not None:
+        rows += [(f"{r[M.STRATEGY]} (all T)", r[S.DIFF], r[S.CI_LOW], r[S.CI_HIGH], r[S.VERDICT])
+                 for _, r in strategies.iterrows()]
+    rows += [(f"{r[M.STRATEGY]} T={r[M.TEMPERATURE]:g}", r[S.DIFF], r[S.CI_LOW], r[S.CI_HIGH], r[S.VERDICT])
+             for _, r in cells.iterrows()]
+    fig, ax = plt.subplots(figsize=(8, 0.32 * len(rows) + 1.4))
+    ax.axvspan(-100 * margin, 100 * margin, color="#2ca02c", alpha=0.12, label=f"±{100 * margin:g} point margin")
+    ax.axvline(0, color="k", linewidth=1)
+    for y, (label, diff, low, high, verdict) in enumerate(rows):
+        colour = VERDICT_COLOURS.get(verdict, "k")
+        if np.isfinite(low):
+            ax.plot([100 * low, 100 * high], [y, y], color=colour, linewidth=2)
+        ax.plot(100 * diff, y, "o", color=colour)
+    if strategies is not None and len(rows) > len(strategies):
+        ax.axhline(len(strategies) - 0.5, color="#999999", linewidth=0.8, linestyle=":")
+    ax.set_yticks(range(len(rows)), [r[0] for r in rows])
+    ax.invert_yaxis()
+    ax.set_xlabel("validation accuracy minus the best, points (95% interval)")
+    for verdict, colour in VERDICT_COLOURS.items():
+        if any(r[4] == verdict for r in rows):
+            ax.plot([], [], "o-", color=colour, label=verdict)
+    ax.legend(loc="lower left", fontsize=8)
+    _save(fig, path)
 
 
 def _save(fig: Any, path: Path) -> None:

@@ -72,9 +72,14 @@ def _names(rows: pd.DataFrame) -> str:
     return ", ".join(f"{s} T={t:g}" for s, t in zip(rows[M.STRATEGY], rows[M.TEMPERATURE]))
 
 
+def margin_of(summary: pd.DataFrame) -> float:
+    return float(summary.attrs.get("margin", S.MARGIN))
+
+
 def verdict_sentence(summary: pd.DataFrame) -> str:
     """What the verdict column says, in one or two sentences: the line the report, the CLI and
-    the pipeline print. When every cell ties with the best it says so and crowns no winner."""
+    the pipeline print. It counts the three verdicts at the declared margin and crowns no winner
+    unless every other cell is worse."""
     if summary.empty:
         return "No trial completed: there is nothing to compare."
     if len(summary) == 1:
@@ -82,32 +87,55 @@ def verdict_sentence(summary: pd.DataFrame) -> str:
     verdicts = summary[S.VERDICT]
     best = summary[verdicts == S.BEST].iloc[0]
     top = f"{best[M.STRATEGY]} T={best[M.TEMPERATURE]:g} ({fmt_acc(best[S.VAL_ACC_MEAN], best[S.VAL_ACC_STD])})"
-    policy = f"{S.POLICY}, alpha={S.ALPHA}"
     if (verdicts[verdicts != S.BEST] == S.NOT_TESTED).all():
         return (f"Not tested: no cell has two completed seeds, so the seed variance is unknown; "
                 f"the highest mean is {top}, which may be noise.")
-    worse, tied = summary[verdicts == S.WORSE], summary[verdicts == S.TIED]
-    if worse.empty:
-        return (f"No cell differs significantly from the best: {len(summary)} cells tied ({policy}). "
-                f"The highest mean, {top}, is not a winner.")
-    if tied.empty:
-        return (f"{top} is better than every other cell: all {len(worse)} are worse ({policy}).")
-    return (f"{top} has the highest mean; {len(tied)} cell(s) tied with it ({_names(tied)}) and "
-            f"{len(worse)} worse ({_names(worse)}) ({policy}).")
+    others = len(summary) - 1
+    worse, equivalent, open_ = (summary[verdicts == v] for v in (S.WORSE, S.EQUIVALENT, S.INCONCLUSIVE))
+    margin = f"margin ±{100 * margin_of(summary):g} point(s), validation, exploratory"
+    if len(worse) == others:
+        return f"{top} is better than every other cell: all {others} are worse ({margin})."
+    parts = [f"{len(worse)} worse" + (f" ({_names(worse)})" if len(worse) else ""),
+             f"{len(equivalent)} equivalent" + (f" ({_names(equivalent)})" if len(equivalent) else ""),
+             f"{len(open_)} inconclusive"]
+    return (f"{top} has the highest mean, not a winner: of the {others} other cells {', '.join(parts)} "
+            f"({margin}).")
 
 
 def policy_note(summary: pd.DataFrame) -> str:
     """How the verdicts were reached, with the numbers that make it reproducible."""
-    examples = summary.attrs.get("examples", 0)
-    level = (f"seeds resampled within each cell, then the {examples:,} validation examples (the same "
-             "examples for both cells: paired)" if examples else
-             "seeds only (no val_logits.npy for every trial, so the examples are not resampled)")
+    draws: S.Draws | None = summary.attrs.get("draws")
+    if draws is not None and draws.examples:
+        level = (f"{draws.clusters:,} {draws.unit} clusters of the {draws.examples:,} validation examples "
+                 "resampled (the same clusters for every cell: paired)" if draws.unit != S.ROWS else
+                 f"the {draws.examples:,} validation examples resampled as rows (no clusters known: the "
+                 "config names no data.group_column), the same for every cell")
+    else:
+        level = "seeds only (no val_logits.npy for every trial, so the examples are not resampled)"
+    prior = "" if draws is None else f", prior df {draws.prior_df:.1f}"
     return (f"Inference: {S.POLICY}. Each cell is compared with the best mean: the difference in mean "
             f"validation accuracy and its 95% interval from {summary.attrs.get('resamples', S.RESAMPLES):,} "
-            f"resamples ({level}; seed draws pooled, smoothed and t-scaled, "
-            f"{summary.attrs.get('seed_df', 0)} seed degrees of freedom). Intervals and p-values are "
-            "Holm step-down adjusted over the cells and allow for the best being picked as the "
-            "maximum; a cell is `worse` when its interval lies below 0, else `tied with best`.")
+            f"resamples ({level}; each cell's own seed variance moderated toward the others' by empirical "
+            f"Bayes, {summary.attrs.get('seed_df', 0)} seed degrees of freedom{prior}). Intervals and "
+            "p-values are Holm step-down adjusted and allow for the best being picked as the maximum. "
+            f"A cell is `worse` when its interval lies below 0, `equivalent` when it lies inside "
+            f"±{100 * margin_of(summary):g} point(s) (report.margin), else `inconclusive`.")
+
+
+def strategy_table(table: pd.DataFrame) -> str:
+    """The strategy table (temperatures pooled) in markdown."""
+    head = ["strategy", "runs", "val acc mean", "vs best, points [95% CI]", "p (Holm)", "verdict"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in table.itertuples(index=False):
+        row = r._asdict()
+        lines.append(f"| {row[M.STRATEGY]} | {row['runs']} | {fmt(row[S.VAL_ACC_MEAN], '.4f')} | {_fmt_diff(row)} "
+                     f"| {fmt(row[S.P_ADJ], '.3g')} | {row[S.VERDICT]} |")
+    return "\n".join(lines)
+
+
+def interval(diff: float, low: float, high: float) -> str:
+    """"+1.2 points [−0.3, +2.7]"."""
+    return f"{100 * diff:+.1f} points [{100 * low:+.1f}, {100 * high:+.1f}]"
 
 
 def md_escape(text: Any) -> str:

@@ -29,20 +29,23 @@ def test_format_table_rows(fx) -> None:
     assert first == ["top", "2", "0.4000", "0.6000", "0.7900 ± 0.0100", "3", "87.8%", "72.5%", "0.900",
                      "1,000", "—", "—", "best"]
     last = [c.strip() for c in lines[5].split("|")[1:-1]]
-    assert last[:2] == ["bottom", "4"] and last[10].startswith("-18.5 [") and last[12] == S.TIED
+    assert last[:2] == ["bottom", "4"] and last[10].startswith("-18.5 [") and last[12] == S.WORSE
     assert lines[-1].startswith("| teacher |") and "0.9000" in lines[-1] and "12,345" in lines[-1]
 
 
 def test_verdict_sentence_follows_the_verdict_column(fx) -> None:
-    tied = R.summarize(fx.make_frame({("top", 2.0): [0.80, 0.70, 0.75], ("odd", 2.0): [0.74, 0.76, 0.72]}))
-    text = R.verdict_sentence(tied)
-    assert text.startswith("No cell differs significantly from the best: 2 cells tied")
-    assert "not a winner" in text and "hierarchical bootstrap, Holm-corrected" in text
+    noisy = R.summarize(fx.make_frame({("top", 2.0): [0.80, 0.70, 0.75], ("odd", 2.0): [0.74, 0.76, 0.72]}))
+    text = R.verdict_sentence(noisy)
+    assert text.startswith("top T=2 (0.7500 ± 0.0500) has the highest mean, not a winner: of the 1 other cells "
+                           "0 worse, 0 equivalent, 1 inconclusive (margin ±1 point(s), validation, exploratory)")
     far = R.summarize(fx.make_frame({("top", 2.0): [0.80, 0.81, 0.80], ("odd", 2.0): [0.50, 0.51, 0.52]}))
     assert R.verdict_sentence(far).startswith("top T=2 (0.8033 ± 0.0058) is better than every other cell")
     mixed = R.summarize(fx.make_frame({("top", 2.0): [0.80, 0.79, 0.81], ("odd", 2.0): [0.795, 0.80, 0.79],
                                        ("even", 2.0): [0.70, 0.71, 0.69]}))
-    assert "1 cell(s) tied with it (odd T=2) and 1 worse (even T=2)" in R.verdict_sentence(mixed)
+    assert "of the 2 other cells 1 worse (even T=2), 0 equivalent, 1 inconclusive" in R.verdict_sentence(mixed)
+    close = R.summarize(fx.make_frame({("top", 2.0): [0.800, 0.801, 0.802], ("odd", 2.0): [0.799, 0.800, 0.801]}),
+                        margin=0.02)
+    assert "1 equivalent (odd T=2)" in R.verdict_sentence(close) and "±2 point(s)" in R.verdict_sentence(close)
     one_seed = R.summarize(fx.make_frame({("top", 2.0): [0.8], ("odd", 2.0): [0.7]}))
     assert R.verdict_sentence(one_seed).startswith("Not tested")
 
@@ -52,8 +55,19 @@ def test_write_report_from_a_run_directory(run: RunDir, fx) -> None:
     assert path == run.report
     text = path.read_text()
     assert "Exported student: the cell with the best mean validation accuracy over seeds, **top**, T=2" in text
-    assert "**Verdict:** No cell differs significantly from the best: 4 cells tied" in text
-    assert "Inference: hierarchical bootstrap, Holm-corrected." in text and "200 validation examples" in text
+    assert "**Verdict:** top T=2 (0.7900 ± 0.0100) has the highest mean, not a winner: of the 3 other cells" in text
+    assert f"Inference: {S.POLICY}." in text and "20 film clusters of the 200 validation examples" in text
+    # the confirmation: the same policy on the 80 test examples no choice saw, best fixed
+    conf = text.split("## Confirmation on test examples no choice has seen")[1].split("\n## ")[0]
+    assert "on 80 test examples (8 film clusters; 20 test examples that an earlier validation split held" in conf
+    assert "| top | best | — | best | — |" in conf and "| bottom | inconclusive | -14.2 points [" in conf
+    # bottom T=4, worse on validation, is worse on the confirmation set too: it replicates
+    assert "Strategies: 0 of 0 validation findings replicate; cells: 1 of 1." in conf
+    assert "No contrast was declared before the run (report.confirm)" in conf
+    assert "## Strategies, temperatures pooled (validation)" in text and "| top | 6 |" in text
+    assert "Temperature: T=4 minus T=2" in text and "Strategy × temperature interaction: p = " in text
+    assert "![each cell and strategy against the best](plots/forest.png)" in text
+    assert (run.plots / "forest.png").read_bytes()[:4] == b"\x89PNG"
     assert "| teacher |" in text and f"{fx.TEACHER_VAL_ACC:.4f}" in text
     # Test figures: the winning cell's seeds (mean ± std), the exported seed, the teacher.
     acc = f"{np.mean(fx.WINNER_TEST):.4f} ± {np.std(fx.WINNER_TEST, ddof=1):.4f}"
@@ -67,7 +81,7 @@ def test_write_report_from_a_run_directory(run: RunDir, fx) -> None:
     assert "ran 0 of 3 epochs (Tune status PENDING: the sweep did not finish)" in section
     assert "12 completed, 1 in error, 2 stopped early" in text and "Duplicates ignored" not in text
     assert "| 200 | 0.7600 | 0.7000 |" in text  # the AL table: entropy vs random at 200 labels
-    assert "- At 200 labels entropy beat random by +6.0 points (95% CI" in text
+    assert "- At 200 labels entropy minus random: +6.0 points (95% CI" in text
 
     results, summary = pd.read_csv(run.results_csv), pd.read_csv(run.summary_csv)
     assert len(results) == 15 and set(results["status"]) == {R.COMPLETED, R.ERRORED, R.STOPPED_EARLY}
@@ -75,7 +89,7 @@ def test_write_report_from_a_run_directory(run: RunDir, fx) -> None:
     assert str(run.root) not in text and str(run.root) not in run.results_csv.read_text()
     assert all((run.root / d).is_dir() for d in results["trial_dir"].dropna())
     assert len(summary) == 4 and summary[S.CI_LOW].notna().sum() == 3
-    assert list(summary[S.VERDICT]) == [S.BEST, S.TIED, S.TIED, S.TIED]
+    assert list(summary[S.VERDICT]) == [S.BEST, S.INCONCLUSIVE, S.INCONCLUSIVE, S.WORSE]
     for name in (PLOT_VAL_ACCURACY, PLOT_LEARNING_CURVES, PLOT_ACTIVE_LEARNING):
         png = (run.plots / name).read_bytes()
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
@@ -120,7 +134,8 @@ def test_al_comparison_per_budget_with_paired_intervals(run: RunDir) -> None:
     assert table.loc[200, "entropy"] == pytest.approx(0.76) and table.loc[200, "random"] == pytest.approx(0.70)
     assert table.loc[200, "diff_vs_random"] == pytest.approx(0.06)
     assert 0 < table.loc[200, "ci_low"] <= 0.06 <= table.loc[200, "ci_high"]
-    assert table.loc[200, "sentence"].startswith("At 200 labels entropy beat random by +6.0 points (95% CI +")
+    assert table.loc[200, "sentence"].startswith("At 200 labels entropy minus random: +6.0 points (95% CI +")
+    assert table.loc[200, "sentence"].endswith("one seed cannot support a claim either way.")
     # Round 0 is one model shared by both arms: the sentence says so instead of comparing it.
     assert table.loc[100, "diff_vs_random"] == 0
     assert table.loc[100, "sentence"] == ("At 100 labels both arms are the same round-0 model "
