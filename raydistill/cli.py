@@ -113,6 +113,8 @@ def _print_summary(summary: dict) -> None:
     winner, metrics = summary["winner"], summary["winner"]["metrics"]
     result("\n=== summary ===")
     result(summary["verdict"])
+    if summary.get("strategies"):
+        result(summary["strategies"])
     seeds = len(winner.get("seeds", [])) or 1
     result(f"exported student: {winner['strategy']} (teacher layers {winner.get('teacher_layers')}), "
            f"T={winner['temperature']:g}, seed {winner['seed']} (best validation of its cell): cell val acc "
@@ -184,14 +186,16 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from raydistill.platform.report import format_table, study_summary, verdict_sentence, write_report
+    from raydistill.platform.report import analyse, format_table, strategy_sentence, verdict_sentence, write_report
     from raydistill.platform.rundir import RunDir
 
     run = RunDir.existing(args.run_dir)
     path = write_report(run.root)
-    _, cells, teacher = study_summary(run.root)
-    result(format_table(cells, teacher))
-    result(verdict_sentence(cells))
+    study = analyse(run.root)
+    result(format_table(study.cells, study.teacher))
+    result(verdict_sentence(study.cells))
+    if study.layer is not None:
+        result(strategy_sentence(study.layer.strategies))
     result(f"report: {path}")
     return 0
 

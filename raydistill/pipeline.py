@@ -292,8 +292,9 @@ def run_study(cfg: ExperimentConfig, run: RunDir, serve: bool = True, keep_servi
     from raydistill.platform.prepared import prepare_data
     from raydistill.platform.report import (
         al_comparison,
+        analyse,
         format_table,
-        study_summary,
+        strategy_sentence,
         verdict_sentence,
         write_report,
     )
@@ -319,13 +320,16 @@ def run_study(cfg: ExperimentConfig, run: RunDir, serve: bool = True, keep_servi
     report_path = write_report(run.root)
     _mark_done(run, "report", {"path": report_path.relative_to(run.root).as_posix()}, cfg)
     run.point_latest(cfg.name)
-    _, cells, teacher_metrics = study_summary(run.root)
-    verdict = verdict_sentence(cells)
-    result(format_table(cells, teacher_metrics))
+    study = analyse(run.root)
+    verdict = verdict_sentence(study.cells)
+    result(format_table(study.cells, study.teacher))
     result(verdict)
+    strategies = strategy_sentence(study.layer.strategies) if study.layer is not None else None
+    if strategies:
+        result(strategies)
     al = al_comparison(run.root)
     summary = {"run_dir": str(run.root), "report": str(report_path), "winner": winner,
-               "verdict": verdict, "active_learning": list(al["sentence"]) if len(al) else [],
+               "verdict": verdict, "strategies": strategies, "active_learning": list(al["sentence"]) if len(al) else [],
                "teacher_validation_accuracy": teacher["validation_accuracy"],
                "teacher_test_accuracy": teacher["test_accuracy"]}
     if serve:

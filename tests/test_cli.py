@@ -42,7 +42,13 @@ def test_resume_runs_only_the_unfinished_serve_stage(tiny_study_run, tmp_path, c
     summary = out.split("=== summary ===", 1)[1].strip().splitlines()
     verdict = next(line for line in (copy / "report.md").read_text().splitlines() if line.startswith("**Verdict:**"))
     assert summary[0] == verdict.removeprefix("**Verdict:** ")
-    assert summary[1].startswith(f"exported student: {provenance['strategy']} ")
+    strategies = next(line for line in (copy / "report.md").read_text().splitlines()
+                      if line.startswith("**Strategies, temperatures pooled:"))
+    assert summary[1] == strategies.strip("*")
+    assert summary[2].startswith(f"exported student: {provenance['strategy']} ")
+    for name in ("plots/forest.png", "labels/test_unseen.npy"):
+        assert (copy / name).exists(), name
+    assert "## Confirmation on test examples no choice has seen" in (copy / "report.md").read_text()
     assert f"**{provenance['strategy']}**, T={provenance['temperature']:g}" in (copy / "report.md").read_text()
     # A copied run refers to itself: no file of ours names the original's place, and the
     # serve config written by the resumed serve stage points at the copy.

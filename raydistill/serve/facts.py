@@ -100,10 +100,14 @@ NO_STUDY = ("no study results in this run yet: no finished student sweep "
 def known_plots(run: RunDir) -> dict[str, tuple[Path, str]]:
     """The run's figures the service may send, by URL name: (path, caption). Only these names
     are ever served, and only where the file exists (see :func:`plot_path`)."""
-    from raydistill.platform.report.plots import PLOT_ACTIVE_LEARNING, PLOT_LEARNING_CURVES, PLOT_VAL_ACCURACY
+    from raydistill.platform.report.plots import (
+        PLOT_ACTIVE_LEARNING, PLOT_FOREST, PLOT_LEARNING_CURVES, PLOT_VAL_ACCURACY,
+    )
     from raydistill.serve.bench import BENCH_PLOT
 
     return {
+        PLOT_FOREST: (run.plots / PLOT_FOREST,
+                      "Each strategy and cell against the best: difference, 95% interval, ±margin, verdict"),
         PLOT_VAL_ACCURACY: (run.plots / PLOT_VAL_ACCURACY,
                             "Validation accuracy per strategy and temperature (mean ± std over seeds)"),
         PLOT_LEARNING_CURVES: (run.plots / PLOT_LEARNING_CURVES,
@@ -150,6 +154,14 @@ def study_signature(run_dir: str | Path) -> tuple[Any, ...]:
 def _records(frame: Any) -> list[dict[str, Any]]:
     """A DataFrame as JSON records (NaN -> null, numpy scalars -> numbers)."""
     return json.loads(frame.to_json(orient="records")) if len(frame) else []
+
+
+def _confirmation(conf: Any) -> dict[str, Any] | None:
+    """The confirmation set's size and each strategy's validation and confirmation verdicts."""
+    if conf is None:
+        return None
+    return {"examples": conf.examples, "left_out": conf.left_out, "clusters": conf.clusters, "unit": conf.unit,
+            "strategies": _records(conf.strategies), "declared": _records(conf.declared)}
 
 
 def _without_root(text: str, run: RunDir) -> str:
@@ -236,7 +248,9 @@ def _serving(run: RunDir) -> dict[str, Any] | None:
 def empty_study(run: str | None, message: str) -> dict[str, Any]:
     """What ``GET /v1/results`` says when there is no study to show, and why."""
     return {"run": run, "available": False, "message": message, "trials": None, "cells": [],
-            "verdict": None, "policy": None, "teacher": None, "winner": None, "active_learning": None,
+            "verdict": None, "policy": None, "margin": None, "strategies": [], "strategy_verdict": None,
+            "confirmation": None,
+            "teacher": None, "winner": None, "active_learning": None,
             "serving": None, "plots": []}
 
 
@@ -252,9 +266,9 @@ def study_facts(run_dir: str | Path) -> dict[str, Any]:
     parse at all (a corrupt ``.npy``).
     """
     from raydistill.platform.errors import CheckpointError
-    from raydistill.platform.report import COMPLETED, DUPLICATE, ERRORED, STOPPED_EARLY, study_summary
+    from raydistill.platform.report import COMPLETED, DUPLICATE, ERRORED, STOPPED_EARLY, analyse
     from raydistill.platform.report.plots import PLOT_ACTIVE_LEARNING
-    from raydistill.platform.report.render import policy_note, verdict_sentence
+    from raydistill.platform.report.render import policy_note, strategy_sentence, verdict_sentence
     from raydistill.platform.report.trials import find_experiment, optional_array
 
     run = RunDir(run_dir)
@@ -268,13 +282,17 @@ def study_facts(run_dir: str | Path) -> dict[str, Any]:
         pass  # no sweep yet: NO_STUDY
     else:
         try:
-            trials, cells, measured = study_summary(run.root)
+            study = analyse(run.root)
+            trials, cells, measured = study.trials, study.cells, study.teacher
         except CheckpointError as err:  # e.g. logits from another run: say which files disagree
             out["message"] = f"the study's files could not be read: {_without_root(err, run)}"
         else:
             counts = trials["status"].value_counts()
             out.update(available=True, message=None, cells=_records(cells), verdict=verdict_sentence(cells),
-                       policy=policy_note(cells) if len(cells) else None)
+                       policy=policy_note(cells) if len(cells) else None, margin=study.margin,
+                       strategies=_records(study.layer.strategies) if study.layer else [],
+                       strategy_verdict=strategy_sentence(study.layer.strategies) if study.layer else None,
+                       confirmation=_confirmation(study.confirmation))
             out["trials"] = {"total": len(trials), "completed": int(counts.get(COMPLETED, 0)),
                              "error": int(counts.get(ERRORED, 0)),
                              "stopped_early": int(counts.get(STOPPED_EARLY, 0)),

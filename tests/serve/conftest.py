@@ -44,7 +44,7 @@ TEACHER_LAYERS = [0, 3]
 # The study on disk: validation accuracy per seed of each (strategy, temperature) cell, on the 16
 # validation sentences (multiples of 1/16, so every trial's val_logits.npy matches its number).
 # uniform T=2 has the best mean and its seed 0 is the exported student (provenance below); the
-# policy finds bottom worse and the rest tied with it.
+# policy finds bottom worse and the rest inconclusive (16 sentences cannot show equivalence).
 SWEEP = {
     ("uniform", 2.0): [0.8125, 0.8125],
     ("uniform", 1.0): [0.8125, 0.75],

@@ -117,11 +117,12 @@ def test_results_page_shows_the_study(browser, served, tiny_run):
         cells = rows.evaluate_all("rows => rows.map(r => [r.dataset.strategy, Number(r.dataset.temperature)])")
         assert sorted(map(tuple, cells)) == sorted(SWEEP)
         verdicts = rows.locator("[data-field=verdict]").all_text_contents()
-        assert verdicts[0] == "best" and set(verdicts) == {"best", "tied with best", "worse"}, verdicts
+        assert verdicts[0] == "best" and set(verdicts) == {"best", "inconclusive", "worse"}, verdicts
         assert rows.first.locator("td").first.text_content() == "uniform"
         expect(page.locator("#cells .teacher-row td").nth(2)).to_have_text("0.8750")
         expect(page.locator("#verdict")).to_contain_text("uniform T=2 (0.8125 ± 0.0000) has the highest mean")
-        expect(page.locator("#policy")).to_contain_text("hierarchical bootstrap")
+        expect(page.locator("#policy")).to_contain_text("cluster bootstrap")
+        expect(page.locator("#strategies")).to_contain_text("Strategies, temperatures pooled: uniform has the highest mean")
 
         # the winner's provenance, the teacher, active learning
         expect(page.locator('#winner [data-fact="cell"]')).to_have_text("uniform, T=2 (the best-mean cell)")
@@ -133,7 +134,7 @@ def test_results_page_shows_the_study(browser, served, tiny_run):
 
         # every figure the run has, fetched with the token and drawn
         names = page.locator("img[data-plot]").evaluate_all("imgs => imgs.map(i => i.dataset.plot)")
-        assert {"val_accuracy.png", "learning_curves.png", "active_learning.png"} <= set(names)
+        assert {"forest.png", "val_accuracy.png", "learning_curves.png", "active_learning.png"} <= set(names)
         widths = page.locator("img[data-plot]").evaluate_all("imgs => imgs.map(i => i.naturalWidth)")
         assert all(w > 100 for w in widths), dict(zip(names, widths))
         # serving ratios, once `raydistill bench` has run (test_bench.py does, earlier)

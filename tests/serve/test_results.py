@@ -12,13 +12,14 @@ import httpx
 import pytest
 
 import raydistill
+from raydistill.platform.report import strategy_sentence
 from raydistill.platform.rundir import RunDir, atomic_write_json
 from raydistill.serve.facts import NO_STUDY, plot_path, study_facts, study_signature
 
 from .conftest import SWEEP, lone_gateway, no_sweep_copy
 
 STRATEGIES = sorted({strategy for strategy, _ in SWEEP})
-VERDICTS = {"best", "tied with best", "worse", "not tested"}
+VERDICTS = {"best", "worse", "equivalent", "inconclusive", "not tested"}
 PNG = b"\x89PNG\r\n\x1a\n"
 # Names that must never reach a file outside the known plots. Percent-encoded: a client sends
 # them as they are (a literal "../" is resolved by the client itself; _raw_get sends one anyway).
@@ -78,7 +79,10 @@ def test_study_facts_are_the_reports_numbers(tiny_run):
     study = study_facts(tiny_run)
     assert study["available"] and study["message"] is None and study["run"] == tiny_run.name
     expected = raydistill.results(tiny_run)  # the notebook API: the same helpers, the same numbers
-    assert study["verdict"] == expected.verdict and "hierarchical bootstrap" in study["policy"]
+    assert study["verdict"] == expected.verdict and "cluster bootstrap" in study["policy"]
+    assert study["margin"] == 1.0 and [s["strategy"] for s in study["strategies"]] == list(expected.strategies["strategy"])
+    assert {s["verdict"] for s in study["strategies"]} <= VERDICTS
+    assert study["strategy_verdict"] == strategy_sentence(expected.strategies)
     cells = [(c["strategy"], c["temperature"], c["verdict"]) for c in study["cells"]]
     assert cells == list(zip(expected.cells["strategy"], expected.cells["temperature"], expected.cells["verdict"]))
     assert sorted({c["strategy"] for c in study["cells"]}) == STRATEGIES and len(cells) == len(SWEEP)
@@ -96,7 +100,7 @@ def test_study_facts_are_the_reports_numbers(tiny_run):
     assert [(r["acquisition"], r["labeled_count"]) for r in al["curve"]][:2] == [("entropy", 4), ("entropy", 6)]
     assert [r["labeled_count"] for r in al["vs_random"]] == [4, 6]
     assert al["vs_random"][1]["sentence"].startswith("At 6 labels entropy")
-    assert [p["name"] for p in study["plots"]][:3] == ["val_accuracy.png", "learning_curves.png",
+    assert [p["name"] for p in study["plots"]][:4] == ["forest.png", "val_accuracy.png", "learning_curves.png",
                                                        "active_learning.png"]
     json.dumps(study, allow_nan=False)  # strict JSON, as the response sends it
 

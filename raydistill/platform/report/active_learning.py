@@ -18,7 +18,7 @@ from raydistill.platform import metrics as M
 from raydistill.platform.errors import CheckpointError
 from raydistill.platform.report.metrics import correctness
 from raydistill.platform.report.stats import paired_bootstrap
-from raydistill.platform.report.trials import optional_logits
+from raydistill.platform.report.trials import optional_array, optional_logits
 from raydistill.platform.rundir import RunDir
 
 BASELINE = "random"
@@ -48,13 +48,13 @@ def round_logits_path(run: RunDir, acquisition: str, round_: int) -> Path:
     return run.al / acquisition / f"val_logits_round{int(round_)}.npy"
 
 
-def al_comparison(run_dir: str | Path, groups: np.ndarray | None = None) -> pd.DataFrame:
+def al_comparison(run_dir: str | Path) -> pd.DataFrame:
     """One row per budget (labeled_count) at which the main arm and ``random`` both have a
     round: ``arm`` (the main acquisition), one accuracy column per arm, diff_vs_random (main −
     random, from the round logits), its 95% paired bootstrap interval over the validation
     examples and a one-sentence summary. Reads ``al/curve.csv``, ``al/<arm>/val_logits_round<r>.npy``
-    and ``labels/validation.npy``; ``groups`` (each validation example's cluster) makes the
-    bootstrap resample clusters. Budgets without both logits files keep NaN and a sentence
+    and ``labels/validation.npy``; with ``labels/validation_groups.npy`` the bootstrap resamples
+    clusters (films), else examples. Budgets without both logits files keep NaN and a sentence
     that claims nothing. Empty when there is no random arm or no other arm. Raises
     CheckpointError when the curve is missing or malformed, or logits do not match the labels."""
     run = RunDir(run_dir)
@@ -66,6 +66,8 @@ def al_comparison(run_dir: str | Path, groups: np.ndarray | None = None) -> pd.D
         return pd.DataFrame(columns=cols)
     labels_path = run.eval_labels("validation")
     labels = np.load(labels_path, allow_pickle=False) if labels_path.is_file() else None
+    groups = optional_array(run.eval_groups("validation"))
+    groups = groups if labels is not None and groups is not None and len(groups) == len(labels) else None
     by_arm = {a: curve[curve[M.ACQUISITION] == a].drop_duplicates(M.LABELED_COUNT, keep="last")
               .set_index(M.LABELED_COUNT) for a in (main, BASELINE)}
     rows = []

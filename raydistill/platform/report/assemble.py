@@ -7,6 +7,7 @@ teacher's and the students' saved logits, the exported student's provenance, the
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -90,20 +91,41 @@ def study_summary(run_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, dict
     return df, summary, teacher
 
 
+@dataclass(frozen=True)
+class Study:
+    """A run's study, as the report, ``raydistill.results`` and ``/v1/results`` all show it."""
+
+    trials: pd.DataFrame
+    cells: pd.DataFrame
+    teacher: dict[str, Any] | None
+    layer: LayerQuestion | None
+    confirmation: Confirmation | None
+    margin: float  # points
+
+
+def analyse(run_dir: str | Path) -> Study:
+    """The cells, the strategies and the confirmation of a run, from disk. Raises
+    CheckpointError when the run has no sweep results."""
+    run = RunDir(run_dir)
+    trials, cells, teacher = study_summary(run.root)
+    settings = report_settings(run)
+    layer = layer_question(cells, settings.margin / 100)
+    return Study(trials, cells, teacher, layer, _confirmation(run, trials, cells, layer, settings), settings.margin)
+
+
 def write_report(run_dir: str | Path) -> Path:
     """Write ``report.md``, ``results.csv``, ``summary.csv`` and ``plots/*.png`` into the run
     directory from the files already there. Returns the report's path. Raises CheckpointError
     when the run has no sweep results."""
     run = RunDir(run_dir)
-    df, summary, teacher = study_summary(run.root)
+    study = analyse(run.root)
+    df, summary, teacher, layer = study.trials, study.cells, study.teacher, study.layer
+    settings = report_settings(run)
     winner = S.choose_winner(summary) if not summary.empty else None
     atomic_write_text(run.results_csv, _relative_trial_dirs(df, run.root).to_csv(index=False))
     atomic_write_text(run.summary_csv, summary.to_csv(index=False))
-    settings = report_settings(run)
-    layer = layer_question(summary, settings.margin / 100)
     lines = _header(run, df) + _study_section(summary, teacher) + _strategy_section(layer)
-    confirmation = _confirmation(run, df, summary, layer, settings)
-    lines += _confirmation_section(confirmation, settings, run)
+    lines += _confirmation_section(study.confirmation, settings)
     lines += _test_section(run, df, winner)
     lines += _failed_section(df) + R.duplicates_note(df)
     al_lines, curve, comparison = _al_section(run)
@@ -163,7 +185,8 @@ def _strategy_section(layer: LayerQuestion | None) -> list[str]:
         return []
     out = ["## Strategies, temperatures pooled (validation)", "",
            "Each strategy's mean over all its runs (its cells weigh the same), against the best "
-           "strategy by the same policy and margin.", "", R.strategy_table(layer.strategies), ""]
+           "strategy by the same policy and margin.", "", R.strategy_table(layer.strategies), "",
+           f"**{R.strategy_sentence(layer.strategies)}**", ""]
     for t in layer.temperature:
         out.append(f"Temperature: T={t.high:g} minus T={t.low:g}, over the strategies that ran both: "
                    f"{R.interval(t.diff, t.ci_low, t.ci_high)} (95%, not adjusted: one planned question).")
@@ -188,7 +211,7 @@ def _confirmation(run: RunDir, df: pd.DataFrame, summary: pd.DataFrame, layer: L
     return confirm(df, summary, layer, test, keep, list(settings.confirm), settings.margin / 100)
 
 
-def _confirmation_section(conf: Confirmation | None, settings: Any, run: RunDir) -> list[str]:
+def _confirmation_section(conf: Confirmation | None, settings: Any) -> list[str]:
     out = ["## Confirmation on test examples no choice has seen", ""]
     if conf is None:
         return out + ["Not available: the trials hold no test logits (a sweep from before they were "
@@ -306,8 +329,7 @@ def _al_section(run: RunDir) -> tuple[list[str], pd.DataFrame | None, pd.DataFra
         return [], None, None
     try:
         curve = read_al_curve(run.al_curve)
-        val = evidence(run, "validation")
-        comparison = al_comparison(run.root, None if val is None else val.groups)
+        comparison = al_comparison(run.root)
     except CheckpointError as err:  # the AL curve is a side result: note it, keep the report
         return ["## Active learning", "", f"Skipped: {err}.", ""], None, None
     table = curve.pivot_table(index=M.LABELED_COUNT, columns=M.ACQUISITION, values=M.VAL_ACCURACY)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from raydistill.platform.report.active_learning import al_comparison, read_al_curve
-from raydistill.platform.report.assemble import study_summary
+from raydistill.platform.report.assemble import analyse
 from raydistill.platform.report.render import verdict_sentence
 from raydistill.platform.rundir import RunDir
 
@@ -22,6 +22,9 @@ class StudyResults:
     trials: pd.DataFrame  # one row per trial: strategy, temperature, seed, status, val_accuracy, ...
     cells: pd.DataFrame  # one row per (strategy, T): mean ± std, retained, diff vs best, verdict
     verdict: str  # the one sentence the report and the CLI print
+    strategies: pd.DataFrame  # one row per strategy, temperatures pooled: diff vs best, verdict
+    confirmation: pd.DataFrame  # per strategy: validation verdict, confirmation interval and verdict
+    margin: float  # points: inside ±margin is `equivalent`
     al_curve: pd.DataFrame  # acquisition, round, labeled_count, val_accuracy, ...
     al_vs_random: pd.DataFrame  # per budget: each arm, the difference, its 95% CI, a sentence
     bench: pd.DataFrame  # per (kind, level, texts a request, model, stack): texts/s, latencies
@@ -31,10 +34,13 @@ def results(run_dir: str | Path) -> StudyResults:
     """Everything a run measured, as DataFrames. Raises CheckpointError when ``run_dir`` is not
     a run directory or has no sweep results."""
     run = RunDir.existing(run_dir)
-    trials, cells, _ = study_summary(run.root)
+    study = analyse(run.root)
     has_curve = run.al_curve.is_file()
     return StudyResults(
-        trials=trials, cells=cells, verdict=verdict_sentence(cells),
+        trials=study.trials, cells=study.cells, verdict=verdict_sentence(study.cells),
+        strategies=study.layer.strategies if study.layer else pd.DataFrame(),
+        confirmation=study.confirmation.strategies if study.confirmation else pd.DataFrame(),
+        margin=study.margin,
         al_curve=read_al_curve(run.al_curve) if has_curve else pd.DataFrame(),
         al_vs_random=al_comparison(run.root) if has_curve else pd.DataFrame(),
         bench=bench_frame(run.bench_json),

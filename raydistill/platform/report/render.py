@@ -133,6 +133,20 @@ def strategy_table(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def strategy_sentence(table: pd.DataFrame) -> str:
+    """The layer question in one line: the best strategy (temperatures pooled) and the others by
+    verdict."""
+    if table.empty:
+        return "Strategies: nothing to compare."
+    verdicts = table[S.VERDICT]
+    best = table[verdicts == S.BEST][M.STRATEGY].iloc[0]
+    parts = [f"{v} {', '.join(table[verdicts == v][M.STRATEGY])}" for v in (S.WORSE, S.EQUIVALENT, S.INCONCLUSIVE,
+                                                                            S.NOT_TESTED)
+             if (verdicts == v).any()]
+    return (f"Strategies, temperatures pooled: {best} has the highest mean; " + "; ".join(parts)
+            + f" (margin ±{100 * margin_of(table):g} point(s), validation, exploratory).")
+
+
 def interval(diff: float, low: float, high: float) -> str:
     """"+1.2 points [−0.3, +2.7]"."""
     return f"{100 * diff:+.1f} points [{100 * low:+.1f}, {100 * high:+.1f}]"

@@ -65,7 +65,7 @@ def layer_question(summary: pd.DataFrame, margin: float = S.MARGIN) -> LayerQues
                           S.CI_LOW: result.ci_low, S.CI_HIGH: result.ci_high, S.P_ADJ: result.p_adj,
                           S.VERDICT: result.verdict})
     table = table.iloc[np.argsort(-table[S.VAL_ACC_MEAN].to_numpy(), kind="stable")].reset_index(drop=True)
-    table.attrs.update(draws=pooled, best=names[result.best])
+    table.attrs.update(draws=pooled, best=names[result.best], margin=margin)
     grid = _grid(summary, names)
     return LayerQuestion(table, _temperature_effects(draws, summary, grid), S.interaction_p(draws, grid))
 

@@ -84,6 +84,7 @@ function renderCells(study) {
     `(${n.completed} completed, ${n.error} in error, ${n.stopped_early} stopped early` +
     (n.duplicate ? `, ${n.duplicate} duplicates ignored` : "") + "); only completed trials are averaged." : "";
   $("verdict").textContent = study.verdict ? "Verdict: " + study.verdict : "";
+  $("strategies").textContent = study.strategy_verdict || "";
   $("policy").textContent = study.policy || "";
 }
 
