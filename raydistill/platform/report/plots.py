@@ -120,7 +120,7 @@ def plot_forest(cells: pd.DataFrame, strategies: pd.DataFrame | None, path: Path
                  for _, r in strategies.iterrows()]
     rows += [(f"{r[M.STRATEGY]} T={r[M.TEMPERATURE]:g}", r[S.DIFF], r[S.CI_LOW], r[S.CI_HIGH], r[S.VERDICT])
              for _, r in cells.iterrows()]
-    fig, ax = plt.subplots(figsize=(8, 0.32 * len(rows) + 1.4))
+    fig, ax = plt.subplots(figsize=(9.5, 0.32 * len(rows) + 1.4))
     ax.axvspan(-100 * margin, 100 * margin, color="#2ca02c", alpha=0.12, label=f"±{100 * margin:g} point margin")
     ax.axvline(0, color="k", linewidth=1)
     for y, (label, diff, low, high, verdict) in enumerate(rows):
@@ -136,7 +136,7 @@ def plot_forest(cells: pd.DataFrame, strategies: pd.DataFrame | None, path: Path
     for verdict, colour in VERDICT_COLOURS.items():
         if any(r[4] == verdict for r in rows):
             ax.plot([], [], "o-", color=colour, label=verdict)
-    ax.legend(loc="lower left", fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)  # beside the lines, not on them
     _save(fig, path)
 
 
