@@ -1,8 +1,9 @@
-"""``raydistill run|teacher|sweep|report|serve|bench|validate``.
+"""The raydistill command line: run a distillation study, or one stage of it, and serve it.
 
-Every command that works on an existing run takes the run directory. Errors raised on purpose
-(:class:`RaydistillError`) print one clear message and exit 2; anything else is a bug and
-keeps its traceback.
+Every command that works on an existing run takes the run directory; every command that takes a
+config takes a preset name (``raydistill configs`` lists them) or a path. Errors raised on
+purpose (:class:`RaydistillError`) print one clear message and exit 2; anything else prints one
+line and exits 1 (its traceback with ``--debug``).
 """
 
 from __future__ import annotations
@@ -23,24 +24,44 @@ def _add_overrides(p: argparse.ArgumentParser) -> None:
     _add_verbosity(p)
 
 
-def _add_verbosity(p: argparse.ArgumentParser) -> None:
+def _add_verbosity(p: argparse.ArgumentParser, default: object = argparse.SUPPRESS) -> None:
+    """--verbose / --quiet / --debug, accepted before the subcommand (``default`` False there) and
+    after it (SUPPRESS: the subcommand's parser leaves what the main parser set)."""
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--verbose", action="store_true", help="debug lines, and Ray's and transformers' own output")
-    group.add_argument("--quiet", action="store_true", help="only results, warnings and errors (run.log keeps all)")
-    p.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
+    group.add_argument("--verbose", action="store_true", default=default,
+                       help="debug lines, and Ray's and transformers' own output")
+    group.add_argument("--quiet", action="store_true", default=default,
+                       help="only results, warnings and errors (run.log keeps all)")
+    p.add_argument("--debug", action="store_true", default=default, help="show the traceback of an unexpected error")
+
+
+CONFIG_HELP = "a preset name (see `raydistill configs`) or a YAML file"
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("raydistill")
+    except PackageNotFoundError:  # a source tree on PYTHONPATH, not installed
+        return "unknown (not installed)"
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="raydistill", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="raydistill", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"raydistill {_version()}")
+    _add_verbosity(parser, default=False)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run", help="the whole study: teacher -> sweep -> report -> serve -> bench")
-    p.add_argument("config", nargs="?", help="experiment YAML (default: configs/default.yaml)")
+    p.add_argument("config", nargs="?", help=f"{CONFIG_HELP} (default: the embedded default)")
     p.add_argument("--no-serve", action="store_true", help="skip serving and the benchmark")
     p.add_argument("--keep-serving", action="store_true", help="keep the deployments up (Ctrl-C ends)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last finished stage")
+    p.add_argument("--force", action="store_true",
+                   help="go on when the teacher does not beat the majority class (the report says so first)")
     _add_overrides(p)
     p = sub.add_parser("teacher", help="train the teacher with active learning (a new run)")
-    p.add_argument("config")
+    p.add_argument("config", help=CONFIG_HELP)
     _add_overrides(p)
     p = sub.add_parser("sweep", help="the student sweep for a run whose teacher exists")
     p.add_argument("run_dir")
@@ -58,46 +79,71 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     _add_overrides(p)
     p = sub.add_parser("validate", help="check a config without running it")
-    p.add_argument("config")
+    p.add_argument("config", nargs="?", help=f"{CONFIG_HELP} (default: the embedded default)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    _add_verbosity(p)
+    p = sub.add_parser("configs", help="list the presets that ship with raydistill")
     _add_verbosity(p)
     return parser
 
 
+def cmd_configs(args) -> int:
+    from raydistill.platform.config import DEFAULT_PRESET, presets
+
+    for name, about in presets().items():
+        mark = " (default)" if name == DEFAULT_PRESET else ""
+        result(f"{name}{mark}: {about}")
+    return 0
+
+
 def cmd_validate(args) -> int:
-    from raydistill.platform.config import dump_config, load_config
-    from raydistill.platform.data import check_data_source, load_dataset
-    from raydistill.platform.pool import check_budget
+    from raydistill.platform.config import check_installed, dump_config, load_config
+    from raydistill.platform.data import check_data_source
     from raydistill.platform.models import resolve_pretrained
 
     cfg = load_config(args.config, args.overrides)
     # What would otherwise fail minutes later: a missing data file, an uninstalled model package.
     check_data_source(cfg.data)
+    check_installed(cfg)
     for name in {cfg.tokenizer.pretrained, cfg.teacher.pretrained} - {None}:
         resolve_pretrained(name)
-    if cfg.data.source != "hf":  # local data loads in seconds: check the pool against the budget
-        check_budget(cfg.al, len(load_dataset(cfg.data).train), cfg.seed)
+    if cfg.data.source != "hf":  # local data loads in seconds: check the sizes against it
+        _check_sizes_now(cfg)
     result(dump_config(cfg).rstrip("\n"))
     return 0
 
 
+def _check_sizes_now(cfg) -> None:
+    """Sizes against the data, before Ray starts: refusals suggest sizes that fit, warnings print."""
+    from raydistill.platform.data import load_dataset
+    from raydistill.platform.guards import check_sizes
+
+    dataset = load_dataset(cfg.data)
+    for warning in check_sizes(cfg, len(dataset.train), len(dataset.validation)):
+        log.warning(f"warning: {warning}")
+
+
 def cmd_run(args) -> int:
-    from raydistill.pipeline import default_config_path, new_run, open_run, preflight_study, ray_session, run_study
-    from raydistill.platform.config import load_config
+    from raydistill.pipeline import new_run, open_run, preflight_study, ray_session, run_study
+    from raydistill.platform.config import check_installed, load_config
     from raydistill.platform.data import check_data_source
 
     if args.resume:
         run, cfg = open_run(args.resume, args.overrides)
     else:
-        cfg = load_config(args.config or default_config_path(), args.overrides)
+        cfg = load_config(args.config, args.overrides)
         check_data_source(cfg.data)
+        check_installed(cfg)
+        if cfg.data.source != "hf":  # local data loads in seconds; a hub dataset is checked in the run
+            _check_sizes_now(cfg)
     with ray_session(args.verbose):
         if not args.resume:
             preflight_study(cfg)  # before the run directory: a refusal leaves nothing behind
             run = new_run(cfg)
         log.info(f"run directory: {run.root} (log: {run.root / logs.RUN_LOG})")
         try:
-            summary = run_study(cfg, run, serve=not args.no_serve, keep_serving=args.keep_serving)
+            summary = run_study(cfg, run, serve=not args.no_serve, keep_serving=args.keep_serving,
+                                force=args.force)
         except RaydistillError:
             log.warning(f"the run directory is kept: continue it with `raydistill run --resume {run.root}`")
             raise
@@ -225,7 +271,7 @@ def cmd_bench(args) -> int:
 
 
 COMMANDS = {"run": cmd_run, "teacher": cmd_teacher, "sweep": cmd_sweep, "report": cmd_report,
-            "serve": cmd_serve, "bench": cmd_bench, "validate": cmd_validate}
+            "serve": cmd_serve, "bench": cmd_bench, "validate": cmd_validate, "configs": cmd_configs}
 
 
 def main(argv: list[str] | None = None) -> int:

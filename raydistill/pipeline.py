@@ -22,8 +22,7 @@ from raydistill.platform.rundir import RunDir, atomic_write_json, atomic_write_t
 
 GIT_SHA_ENV = "RAYDISTILL_GIT_SHA"
 STAGES = ("teacher", "sweep", "winner", "report", "serve")
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
-SMOKE_CONFIG = DEFAULT_CONFIG.with_name("tiny-12l.yaml")  # the 12 -> 6 machinery, minutes
+SMOKE_PRESET = "tiny-12l"  # the 12 -> 6 machinery, minutes
 
 # Ray reads these when it starts; set before ``ray.init`` so local workers inherit them.
 _RAY_ENV = {
@@ -35,14 +34,6 @@ _RAY_ENV = {
     # sweep logs its own progress lines and points at RUN (teacher and trial events) instead.
     "RAY_AIR_NEW_OUTPUT": "0",
 }
-
-
-def default_config_path() -> Path:
-    """``configs/default.yaml`` (the embedded default) from the checkout (or the current directory)."""
-    for candidate in (DEFAULT_CONFIG, Path.cwd() / "configs" / "default.yaml"):
-        if candidate.is_file():
-            return candidate
-    return DEFAULT_CONFIG
 
 
 @contextmanager
@@ -285,10 +276,26 @@ def run_teacher(cfg: ExperimentConfig, run: RunDir, data,
     return info
 
 
+def _check_teacher(run: RunDir, force: bool) -> None:
+    """Stop before the sweep when the teacher does not beat the majority class (``force``: warn)."""
+    from raydistill.platform.report.assemble import teacher_check
+    from raydistill.platform.report.baseline import TeacherError
+
+    check = teacher_check(run)
+    if check is None or check.beats_majority:
+        return
+    if not force:
+        raise TeacherError(f"{check.sentence()}; nothing distilled from it could be trusted. Fix the data "
+                           "or the recipe, or run again with --force to go on regardless")
+    log.warning(f"warning: {check.sentence()} (--force: going on; the report will say so first)")
+
+
 def run_study(cfg: ExperimentConfig, run: RunDir, serve: bool = True, keep_serving: bool = False,
-              round_hook: Callable[[int, int], None] | None = None) -> dict[str, Any]:
-    """Run every unfinished stage of the study in ``run``; returns a summary for printing."""
-    from raydistill.platform.pool import check_budget
+              round_hook: Callable[[int, int], None] | None = None, force: bool = False) -> dict[str, Any]:
+    """Run every unfinished stage of the study in ``run``; returns a summary for printing.
+    Raises TeacherError after the teacher stage when the teacher does not beat the majority
+    class, unless ``force`` (then the report and the summary say so first)."""
+    from raydistill.platform.guards import check_sizes
     from raydistill.platform.prepared import prepare_data
     from raydistill.platform.report import (
         al_comparison,
@@ -304,10 +311,12 @@ def run_study(cfg: ExperimentConfig, run: RunDir, serve: bool = True, keep_servi
     started = time.monotonic()
     done = _stages_done(run)
     data = prepare_data(cfg, run)
-    check_budget(cfg.al, len(data.encoded["train"]), cfg.seed)
+    for warning in check_sizes(cfg, len(data.encoded["train"]), len(data.encoded["validation"])):
+        log.warning(f"warning: {warning}")
     if not run.meta.is_file():
         write_meta(run, data)
     teacher = done.get("teacher") or run_teacher(cfg, run, data, round_hook)
+    _check_teacher(run, force)
     if "sweep" not in done:
         _banner(f"sweep: {len(cfg.sweep.strategies)} strategies x {len(cfg.sweep.temperatures)} "
                 f"temperatures x {len(cfg.sweep.seeds)} seeds")

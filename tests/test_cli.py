@@ -23,7 +23,7 @@ def test_resume_runs_only_the_unfinished_serve_stage(tiny_study_run, tmp_path, c
     shutil.copytree(run.root, copy)
     stages = json.loads((copy / "stages.json").read_text())
     assert "serve" not in stages and {"teacher", "sweep", "winner", "report"} <= set(stages)
-    assert main(["run", "--resume", str(copy), "--set", "serve.port=8765"]) == 0
+    assert main(["run", "--resume", str(copy), "--force", "--set", "serve.port=8765"]) == 0
     out = capsys.readouterr().out
     assert "=== teacher" not in out and "=== sweep" not in out  # finished stages are skipped
     assert "=== summary ===" in out and "exported student:" in out
@@ -108,3 +108,28 @@ def test_an_unexpected_error_is_one_line_and_exit_1_unless_debug(monkeypatch, ca
     assert "Traceback" not in err and "second line" not in err
     with pytest.raises(RuntimeError, match="disk quota"):
         cli.main(["report", str(tmp_path), "--debug"])
+
+
+@pytest.mark.unit
+def test_version_presets_help_and_verbosity_anywhere(capsys):
+    from raydistill.cli import _parser
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == "raydistill 0.1.0"
+    assert main(["configs"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert listed[0].startswith("default (default): The embedded default: Rotten Tomatoes sentences")
+    assert [line.split(":")[0] for line in listed[1:]] == ["imdb-bert-base", "mnli-bert-base", "sst2", "tiny-12l"]
+    text = _parser().format_help()
+    assert "``" not in text and "run a distillation study" in text
+    # --quiet / --verbose before or after the subcommand
+    for argv in (["--quiet", "validate"], ["validate", "--quiet"]):
+        args = _parser().parse_args(argv)
+        assert args.quiet is True and args.verbose is False and args.config is None
+    assert _parser().parse_args(["--verbose", "report", "runs/x"]).verbose is True
+    # a preset by name, the default with no argument
+    assert main(["validate", "tiny-12l", "--quiet"]) == 0
+    assert "name: tiny-12l" in capsys.readouterr().out
+    assert main(["validate", "no-such-preset"]) == 2
+    assert "nor a preset of that name; presets: default, imdb-bert-base" in capsys.readouterr().err

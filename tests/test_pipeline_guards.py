@@ -169,3 +169,22 @@ def test_code_version_comes_from_the_environment_under_a_job(monkeypatch):
     monkeypatch.delenv(GIT_SHA_ENV)
     sha = _git_sha()  # this checkout's own commit (None only outside a git checkout)
     assert sha is None or len(sha) == 40
+
+
+def test_a_teacher_that_does_not_beat_the_majority_stops_the_study_unless_forced(run, caplog) -> None:
+    import numpy as np
+
+    from raydistill.pipeline import _check_teacher
+    from raydistill.platform.report.baseline import TeacherError
+    from raydistill.platform.rundir import save_array
+
+    labels = np.array([1] * 60 + [0] * 40)
+    save_array(run.eval_labels("validation"), labels)
+    save_array(run.teacher_logits("validation"), np.tile(np.array([[0.0, 1.0]], np.float32), (100, 1)))
+    with pytest.raises(TeacherError, match=r"the teacher \(0.600 on validation\) does not beat the majority class "
+                                           r"\(0.600\) by a significant margin: \+0.0 points .* or run again with --force"):
+        _check_teacher(run, force=False)
+    _check_teacher(run, force=True)  # goes on, warning
+    assert "--force: going on; the report will say so first" in caplog.text
+    save_array(run.teacher_logits("validation"), np.eye(2, dtype=np.float32)[labels])  # always right
+    _check_teacher(run, force=False)

@@ -11,6 +11,8 @@ code with different files.
 from __future__ import annotations
 
 import copy
+import importlib.util
+import itertools
 from pathlib import Path
 from typing import Any, Literal
 
@@ -335,6 +337,21 @@ class ExperimentConfig(_Section):
         return self
 
 
+# Optional packages a config's choices need: (the choice, the package to import, the extra).
+_EXTRAS = (
+    (lambda cfg: cfg.sweep.search == "optuna", "sweep.search 'optuna'", "optuna", "optuna"),
+    (lambda cfg: cfg.tracking.mlflow_uri is not None, "tracking.mlflow_uri", "mlflow", "tracking"),
+)
+
+
+def check_installed(cfg: "ExperimentConfig") -> None:
+    """Raise ConfigError, before any work, when a choice of ``cfg`` needs a package that is not
+    installed, naming the extra that brings it."""
+    for chosen, what, module, extra in _EXTRAS:
+        if chosen(cfg) and importlib.util.find_spec(module) is None:
+            raise ConfigError(f"{what} needs the {module} package: pip install 'raydistill[{extra}]'")
+
+
 def _format_errors(err: ValidationError, source: str) -> str:
     lines = [f"invalid config {source}:"]
     for e in err.errors():
@@ -388,12 +405,41 @@ def config_from_dict(
         raise ConfigError(_format_errors(err, source)) from None
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Load and validate a YAML config file. Raises ConfigError, naming the file, for a missing,
-    non-UTF-8, empty, malformed or too deeply nested one, and naming the key for a bad value."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+PRESETS_DIR = Path(__file__).resolve().parent.parent / "configs"  # shipped inside the package
+DEFAULT_PRESET = "default"
+
+
+def presets() -> dict[str, str]:
+    """The presets that ship with raydistill: name -> the first sentence of its leading comment."""
+    out = {}
+    for path in sorted(PRESETS_DIR.glob("*.yaml")):
+        lines = path.read_text(encoding="utf-8").splitlines()
+        head = " ".join(line.lstrip("#").strip() for line in itertools.takewhile(lambda x: x.startswith("#"), lines))
+        out[path.stem] = head.split(". ")[0].rstrip(".") + "."
+    return out
+
+
+def resolve_config(name_or_path: str | Path | None) -> Path:
+    """A config file from a path, a preset name (``tiny-12l``) or nothing (the embedded default).
+    A path that exists wins over a preset of the same name. Raises ConfigError naming the
+    presets when neither exists."""
+    if name_or_path is None:
+        return PRESETS_DIR / f"{DEFAULT_PRESET}.yaml"
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    preset = PRESETS_DIR / f"{path.name.removesuffix('.yaml')}.yaml"
+    if path.parent == Path(".") and preset.is_file():
+        return preset
+    raise ConfigError(f"config file not found: {path} (nor a preset of that name; presets: "
+                      f"{', '.join(presets())})")
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Load and validate a YAML config file, a preset by name, or the default (None). Raises
+    ConfigError, naming the file, for a missing, non-UTF-8, empty, malformed or too deeply
+    nested one, and naming the key for a bad value."""
+    path = resolve_config(path)
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as err:
@@ -406,7 +452,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
     except RecursionError:
         raise ConfigError(f"config {path} is nested too deeply to be an experiment config") from None
     if tree is None:
-        raise ConfigError(f"config {path} is empty: it needs at least a name (see configs/default.yaml)")
+        raise ConfigError(f"config {path} is empty: it needs at least a name (see `raydistill configs`)")
     if not isinstance(tree, dict):
         raise ConfigError(f"config {path} must be a mapping at the top level")
     return config_from_dict(tree, overrides, source=str(path))

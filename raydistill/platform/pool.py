@@ -115,10 +115,3 @@ class PoolLearner:
             raise CheckpointError(f"pool state picks are inconsistent (sizes {[len(p) for p in picks]})")
         learner._picks = picks
         return learner
-
-
-def check_budget(cfg: ActiveLearningConfig, pool_size: int, seed: int = 0) -> None:
-    """Raise PoolExhaustedError now, before any Ray work, when the pool cannot supply the
-    labels ``cfg`` asks for (the same check the ActiveLearner would make once it starts: a
-    deterministic error that no retry can fix)."""
-    PoolLearner(pool_size, cfg.initial_labeled, cfg.query_size, cfg.rounds, seed)

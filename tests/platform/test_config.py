@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -30,10 +32,21 @@ def test_smoke_config_keeps_the_12_to_6_shape(repo_root):
     assert len(cfg.sweep.strategies) == 7 and len(cfg.sweep.seeds) == 3
 
 
-def test_default_config_path_is_the_pretrained_default():
-    from raydistill.pipeline import default_config_path
+def test_configs_resolve_by_preset_name_path_or_default(tmp_path, monkeypatch):
+    from raydistill.platform.config import PRESETS_DIR, presets, resolve_config
 
-    assert default_config_path().name == "default.yaml"
+    assert resolve_config(None) == PRESETS_DIR / "default.yaml"
+    assert resolve_config("tiny-12l") == resolve_config("tiny-12l.yaml") == PRESETS_DIR / "tiny-12l.yaml"
+    assert set(presets()) == {"default", "tiny-12l", "imdb-bert-base", "mnli-bert-base", "sst2"}
+    assert presets()["default"].startswith("The embedded default")
+    # a file of the same name in the working directory wins over the preset
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny-12l.yaml").write_text("name: mine\n")
+    assert resolve_config("tiny-12l.yaml") == Path("tiny-12l.yaml")
+    with pytest.raises(ConfigError, match="nor a preset of that name; presets: default, imdb-bert-base"):
+        resolve_config("nope")
+    with pytest.raises(ConfigError, match="config file not found: sub/default.yaml"):
+        resolve_config("sub/default.yaml")  # a path with a folder is never a preset
 
 
 @pytest.mark.parametrize(
@@ -146,3 +159,17 @@ def test_every_shipped_config_round_trips_through_dump_config(repo_root):
         assert again == cfg, path.name
         assert fields_set(again) == fields_set(cfg), path.name
         assert "text_column" not in dump_config(cfg) or "text_column" in path.read_text(), path.name
+
+
+def test_an_optional_package_a_choice_needs_is_named_before_any_work(monkeypatch):
+    import importlib.util
+
+    from raydistill.platform.config import check_installed
+
+    cfg = config_from_dict({"sweep": {"search": "optuna"}, "student": {"validate_every_epoch": True}})
+    check_installed(cfg)  # installed here (the dev extra)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "optuna" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"sweep.search 'optuna' needs the optuna package: pip install 'raydistill\[optuna\]'"):
+        check_installed(cfg)
+    check_installed(config_from_dict({}))  # the grid needs nothing optional

@@ -27,7 +27,7 @@ def test_a_driver_killed_mid_teacher_resumes_to_the_uninterrupted_picks(tiny_tea
     shutil.copytree(run0.tokenizer, run.tokenizer)  # same vocabulary: the runs differ only in the kill
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     log = tmp_path / "driver.log"
-    proc = subprocess.Popen([sys.executable, "-m", "raydistill.cli", "run", "--resume", str(run.root), "--no-serve"],
+    proc = subprocess.Popen([sys.executable, "-m", "raydistill.cli", "run", "--resume", str(run.root), "--force", "--no-serve"],
                             env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
     state = run.al / "entropy" / "state.json"
     try:

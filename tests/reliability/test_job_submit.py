@@ -31,7 +31,7 @@ def test_study_runs_as_a_ray_job(ray_head, tmp_path, repo_root, tiny_overrides):
     runtime_env = json.dumps({"env_vars": {"RAYDISTILL_GIT_SHA": sha}})
     submitted = _ray(env, "job", "submit", "--address", address, "--working-dir", str(repo_root),
                      "--runtime-env-json", runtime_env,
-                     "--no-wait", "--", "raydistill", "run", "configs/tiny-12l.yaml", "--no-serve", *sets)
+                     "--no-wait", "--", "raydistill", "run", "tiny-12l", "--force", "--no-serve", *sets)
     assert submitted.returncode == 0, submitted.stderr
     output = submitted.stdout + submitted.stderr
     job_id = re.search(r"raysubmit_\w+", output).group(0)

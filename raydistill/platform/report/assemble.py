@@ -20,6 +20,7 @@ from raydistill.platform.report import render as R
 from raydistill.platform.report import stats as S
 from raydistill.platform.report.active_learning import SENTENCE, al_comparison, read_al_curve
 from raydistill.platform.report.metrics import classification_metrics, f1_per_class
+from raydistill.platform.report.baseline import TeacherCheck, check_teacher, untrusted_line
 from raydistill.platform.report.confirmation import CONTRAST, REPLICATES, VALIDATION_VERDICT, Confirmation, confirm
 from raydistill.platform.report.plots import (
     PLOT_ACTIVE_LEARNING, PLOT_FOREST, PLOT_LEARNING_CURVES, PLOT_VAL_ACCURACY, plot_active_learning,
@@ -75,6 +76,16 @@ def evidence(run: RunDir, split: str) -> S.Evidence | None:
     return S.Evidence(labels, groups, str(unit), S.VAL_LOGITS if split == "validation" else TEST_LOGITS)
 
 
+def teacher_check(run: RunDir) -> TeacherCheck | None:
+    """The teacher's validation accuracy against the majority class, paired over the clusters;
+    None without its validation logits."""
+    val = evidence(run, "validation")
+    if val is None:
+        return None
+    logits = optional_logits(run.teacher_logits("validation"), len(val.labels), run.eval_labels("validation"))
+    return None if logits is None else check_teacher(logits, val.labels, val.groups)
+
+
 def study_summary(run_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any] | None]:
     """(per-trial results, per-cell summary with the policy's verdicts, the teacher's
     validation metrics or None): everything the study's table needs, from disk. Reads Tune's
@@ -88,6 +99,7 @@ def study_summary(run_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, dict
     margin = report_settings(run).margin / 100
     summary = S.summarize(df, teacher[M.ACCURACY] if teacher else None, majority_accuracy(labels), val,
                           margin=margin)
+    summary.attrs["untrusted"] = untrusted_line(teacher_check(run))
     return df, summary, teacher
 
 
@@ -155,7 +167,9 @@ def _header(run: RunDir, df: pd.DataFrame) -> list[str]:
     name = read_run_config(run.root).get("name", run.root.name)
     counts = df["status"].value_counts()
     dup = f", {counts.get(DUPLICATE, 0)} duplicates ignored" if counts.get(DUPLICATE, 0) else ""
-    return [f"# raydistill report: {name}", "", f"Run directory: `{run.root.name}`", "",
+    untrusted = untrusted_line(teacher_check(run))
+    warning = [f"**{untrusted}**", ""] if untrusted else []
+    return [f"# raydistill report: {name}", "", *warning, f"Run directory: `{run.root.name}`", "",
             f"Trials: {len(df)} ({counts.get(COMPLETED, 0)} completed, {counts.get(ERRORED, 0)} "
             f"in error, {counts.get(STOPPED_EARLY, 0)} stopped early{dup}). Only completed trials "
             "are averaged.", ""]

@@ -79,7 +79,10 @@ def margin_of(summary: pd.DataFrame) -> float:
 def verdict_sentence(summary: pd.DataFrame) -> str:
     """What the verdict column says, in one or two sentences: the line the report, the CLI and
     the pipeline print. It counts the three verdicts at the declared margin and crowns no winner
-    unless every other cell is worse."""
+    unless every other cell is worse; when the teacher does not beat the majority class it says
+    that nothing can be trusted instead."""
+    if summary.attrs.get("untrusted"):
+        return summary.attrs["untrusted"]
     if summary.empty:
         return "No trial completed: there is nothing to compare."
     if len(summary) == 1:

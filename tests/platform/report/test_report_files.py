@@ -189,3 +189,14 @@ def test_results_api_refuses_a_non_run_directory(tmp_path) -> None:
 
     with pytest.raises(CheckpointError, match="not a run directory"):
         raydistill.results(tmp_path)
+
+
+def test_a_teacher_at_the_majority_rate_heads_the_report_and_crowns_no_winner(run: RunDir) -> None:
+    labels = np.load(run.eval_labels("validation"))
+    majority = np.bincount(labels).argmax()
+    save_array(run.teacher_logits("validation"), np.eye(2, dtype=np.float32)[np.full(len(labels), majority)])
+    lines = R.write_report(run.root).read_text().splitlines()
+    assert lines[2].startswith("**Nothing below can be trusted: the teacher (0.") and lines[2].endswith("No winner is named.**")
+    verdict = next(line for line in lines if line.startswith("**Verdict:**"))
+    assert verdict == "**Verdict:** " + lines[2].strip("*")
+    assert R.results(run.root).verdict == lines[2].strip("*")

@@ -136,3 +136,18 @@ def test_paired_bootstrap_ci_contains_the_true_difference() -> None:
     assert low < -0.05 < high and high < 0 and high - low < 0.02  # pairing makes it tight
     assert (diff, low, high) == S.paired_bootstrap(other, best, n_resamples=1000)  # seeded
     assert S.paired_bootstrap(best, best) == (0.0, 0.0, 0.0)
+
+
+def test_a_teacher_at_the_majority_rate_is_not_trusted() -> None:
+    from raydistill.platform.report.baseline import check_teacher, untrusted_line
+
+    rng = np.random.default_rng(0)
+    labels = (rng.random(600) < 0.6).astype(int)
+    groups = np.arange(600) // 20
+    majority = np.tile([[0.0, 1.0]], (600, 1))  # always the majority label
+    check = check_teacher(majority, labels, groups)
+    assert check.accuracy == check.majority and not check.beats_majority
+    line = untrusted_line(check)
+    assert line.startswith("Nothing below can be trusted: the teacher (0.") and line.endswith("No winner is named.")
+    good = np.eye(2)[np.where(rng.random(600) < 0.85, labels, 1 - labels)]  # right on 85%
+    assert check_teacher(good, labels, groups).beats_majority and untrusted_line(check_teacher(good, labels)) is None
