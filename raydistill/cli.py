@@ -13,6 +13,7 @@ import signal
 import sys
 import time
 
+import raydistill
 from raydistill.platform import logs
 from raydistill.platform.errors import RaydistillError
 from raydistill.platform.logs import log, result
@@ -38,18 +39,9 @@ def _add_verbosity(p: argparse.ArgumentParser, default: object = argparse.SUPPRE
 CONFIG_HELP = "a preset name (see `raydistill configs`) or a YAML file"
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("raydistill")
-    except PackageNotFoundError:  # a source tree on PYTHONPATH, not installed
-        return "unknown (not installed)"
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="raydistill", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--version", action="version", version=f"raydistill {_version()}")
+    parser.add_argument("--version", action="version", version=f"raydistill {raydistill.__version__}")
     _add_verbosity(parser, default=False)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run", help="the whole study: teacher -> sweep -> report -> serve -> bench")

@@ -71,6 +71,9 @@ class RunDir:
     report = property(lambda self: self.root / "report.md")
     results_csv = property(lambda self: self.root / "results.csv")
     summary_csv = property(lambda self: self.root / "summary.csv")
+    strategies_csv = property(lambda self: self.root / "strategies.csv")
+    confirmation_csv = property(lambda self: self.root / "confirmation.csv")
+    study_json = property(lambda self: self.root / "study.json")  # the report's sentences and settings
     plots = property(lambda self: self.root / "plots")
     bench_json = property(lambda self: self.root / "bench.json")
     bench_md = property(lambda self: self.root / "bench.md")

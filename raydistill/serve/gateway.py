@@ -18,7 +18,7 @@ import logging
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
@@ -29,6 +29,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+import raydistill
 from raydistill.platform.config import ServeConfig
 from raydistill.platform.rundir import RunDir
 from raydistill.serve.classifier import FailedRequest
@@ -47,7 +48,11 @@ class ClassifyRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     texts: list[StrictStr] = Field(min_length=1, description="the texts to classify")
-    model: StrictStr = Field(default="student", description="'student' or 'teacher'")
+    model: Literal["student", "teacher"] = Field(default="student", description="which model answers")
+    return_all_scores: bool = Field(
+        default=False, description="every label's probability per text, highest first (as HF pipelines)")
+    top_k: int | None = Field(
+        default=None, ge=1, description="the k most probable labels per text, highest first (as HF pipelines)")
 
     @field_validator("texts")
     @classmethod
@@ -63,15 +68,48 @@ class ClassifyRequest(BaseModel):
         return texts
 
 
-class Prediction(BaseModel):
+class LabelScore(BaseModel):
     label: str
-    score: float
+    score: float = Field(description="softmax probability")
+
+
+class Prediction(BaseModel):
+    label: str = Field(description="the most probable label")
+    score: float = Field(description="its softmax probability")
+    scores: list[LabelScore] | None = Field(
+        default=None, description="with return_all_scores or top_k: labels by probability, highest first")
 
 
 class ClassifyResponse(BaseModel):
-    model: str
+    model: Literal["student", "teacher"]
     predictions: list[Prediction]
     latency_ms: float
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: never a traceback, a path or an address."""
+
+    error: str = Field(description="what is wrong, for the client")
+    status: int
+    request_id: str = Field(description="the id under which the server logged the details")
+    limit: str | None = Field(default=None, description="the serve.* setting a 413 ran into")
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the error answers an endpoint can give, each with the JSON body."""
+    why = {400: "the body is not valid JSON", 401: "a bearer token is configured and missing or wrong",
+           404: "no such figure", 413: "the body, a text or the number of texts is over a serve limit",
+           500: "the run's study files exist but could not be read",
+           422: "the request does not match the schema, names an unknown model, or its texts cannot "
+                "be classified", 429: "too many requests from this client in flight",
+           431: "request headers too large", 503: "a model is down or did not answer in time"}
+    return {code: {"model": ErrorBody, "description": why[code]} for code in codes}
+
+
+def ranked_scores(scores: dict[str, float], k: int | None) -> list[dict[str, Any]]:
+    """Labels by probability, highest first (ties in label order), the first ``k`` (None: all)."""
+    ranked = sorted(enumerate(scores.items()), key=lambda item: (-item[1][1], item[0]))
+    return [{"label": label, "score": score} for _, (label, score) in ranked[:k]]
 
 
 def _error(status: int, message: str, detail: str | None = None, **extra: Any) -> JSONResponse:
@@ -97,7 +135,7 @@ def _describe(err: ValidationError) -> str:
 api = FastAPIOffline(
     title="raydistill",
     description="A distilled student and its teacher, side by side.",
-    version="1",
+    version=raydistill.__version__,
     static_url=DOCS_ASSETS,
 )
 
@@ -264,6 +302,7 @@ class Gateway:
     @api.post(
         "/v1/classify", response_model=ClassifyResponse, openapi_extra=_CLASSIFY_BODY,
         summary="Classify texts with the student or the teacher",
+        responses=_errors(400, 401, 413, 422, 429, 431, 503),
     )
     async def classify(self, request: Request) -> Response:
         started = time.perf_counter()
@@ -303,6 +342,7 @@ class Gateway:
             return _error(503, why)
         if isinstance(predictions, FailedRequest):
             return _error(422, "these texts could not be classified", detail=predictions.reason)
+        predictions = self._shaped(predictions, req)
         done = time.perf_counter()
         latency_ms = (done - started) * 1000
         # Where the time went (W3C Server-Timing): the whole Gateway, and within it the model
@@ -313,7 +353,18 @@ class Gateway:
             headers={"Server-Timing": timing},
         )
 
-    @api.get("/v1/models", summary="The served models: size, provenance, accuracy")
+    def _shaped(self, predictions: list[dict[str, Any]], req: ClassifyRequest) -> list[dict[str, Any]]:
+        """The top label and score per text; every label's score, ranked, when asked for."""
+        k = None if req.return_all_scores else req.top_k
+        out = []
+        for p in predictions:
+            row = {"label": p["label"], "score": p["score"]}
+            if req.return_all_scores or req.top_k:
+                row["scores"] = ranked_scores(p["scores"], k)
+            out.append(row)
+        return out
+
+    @api.get("/v1/models", summary="The served models: size, provenance, accuracy", responses=_errors(401))
     async def list_models(self, request: Request) -> Response:
         if denied := self._denied(request):
             return denied
@@ -328,7 +379,7 @@ class Gateway:
             out.append({**self._facts[name], "available": True})
         return JSONResponse({"models": out})
 
-    @api.get("/v1/stats", summary="Observed batch sizes per model (one replica each)")
+    @api.get("/v1/stats", summary="Observed batch sizes per model (one replica each)", responses=_errors(401))
     async def stats(self, request: Request) -> Response:
         if denied := self._denied(request):
             return denied
@@ -349,7 +400,8 @@ class Gateway:
                             status_code=200 if ok else 503)
 
     @api.get("/v1/results", summary="The study: strategy x temperature table with verdicts, the "
-             "teacher, the exported student's provenance, active learning, serving ratios")
+             "teacher, the exported student's provenance, active learning, serving ratios",
+             responses=_errors(401, 500))
     async def results(self, request: Request) -> Response:
         if denied := self._denied(request):
             return denied
@@ -360,7 +412,7 @@ class Gateway:
         return JSONResponse(study)
 
     @api.get("/results/plots/{name}", summary="A figure of the study (PNG), by the name /v1/results lists",
-             responses={200: {"content": {"image/png": {}}, "description": "the PNG"}})
+             responses={200: {"content": {"image/png": {}}, "description": "the PNG"}, **_errors(401, 404)})
     async def results_plot(self, request: Request, name: str) -> Response:
         if denied := self._denied(request):
             return denied

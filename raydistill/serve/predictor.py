@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # torch is imported lazily: the Gateway replica never needs i
 class Predictor:
     """A sequence classifier and its tokenizer, for inference only (no Ray).
 
-    ``predict(texts)`` returns one ``{"label", "score"}`` per text, in order, under
+    ``predict(texts)`` returns one ``{"label", "score", "scores"}`` per text, in order, under
     ``torch.inference_mode``; texts are truncated to ``max_length`` tokens, sorted by length and
     padded to the longest in their chunk. ``performance``: the run's ``performance`` section (a
     PerformanceConfig or its dict; None: the defaults), applied by
@@ -79,15 +79,17 @@ class Predictor:
         return out
 
     def predict(self, texts: list[str]) -> list[dict[str, Any]]:
-        """One ``{"label": str, "score": float}`` per text (score = softmax probability)."""
+        """One ``{"label", "score", "scores"}`` per text: the top label, its softmax probability,
+        and every label's probability by name, in label order (the HTTP API ranks and cuts them)."""
         if not texts:
             return []
         probs = self.logits(texts).softmax(dim=-1)  # (N, C)
-        scores, indices = probs.max(dim=-1)
-        return [
-            {"label": self.labels[int(i)], "score": round(float(s), 6)}
-            for s, i in zip(scores.tolist(), indices.tolist())
-        ]
+        out = []
+        for row in probs.tolist():
+            top = max(range(len(row)), key=row.__getitem__)
+            out.append({"label": self.labels[top], "score": round(row[top], 6),
+                        "scores": {name: round(p, 6) for name, p in zip(self.labels, row)}})
+        return out
 
 
 def _tokenizer_dir(model_dir: Path, tokenizer_dir: str | Path | None) -> Path:

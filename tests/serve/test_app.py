@@ -65,8 +65,11 @@ def test_one_bad_request_fails_alone_in_its_batch():
 def test_predictor_answers_in_order_whatever_the_chunking(tiny_run, predictors):
     student = predictors["student"]
     preds = student.predict(TEXTS)
-    assert [set(p) for p in preds] == [{"label", "score"}] * len(TEXTS)
+    assert [set(p) for p in preds] == [{"label", "score", "scores"}] * len(TEXTS)
     assert all(p["label"] in ("negative", "positive") and 0.5 <= p["score"] <= 1 for p in preds)
+    # every label's probability, in label order, summing to 1; the top one is the label
+    assert all(list(p["scores"]) == ["negative", "positive"] for p in preds)
+    assert all(abs(sum(p["scores"].values()) - 1) < 1e-4 and p["scores"][p["label"]] == p["score"] for p in preds)
     assert student.predict([]) == []
     small_chunks = Predictor(tiny_run / "student", max_length=32, chunk_size=2)
     assert small_chunks.logits(TEXTS).allclose(student.logits(TEXTS), atol=1e-5)
@@ -117,6 +120,44 @@ def test_classify_matches_in_process_argmax(client, predictors, model):
     assert [p["score"] for p in body["predictions"]] == pytest.approx(
         [p["score"] for p in expected], abs=1e-4
     )
+
+
+@pytest.mark.ray
+def test_classify_returns_every_labels_score_or_the_top_k_as_hf_pipelines_do(client, predictors):
+    expected = predictors["teacher"].predict(TEXTS)
+    plain = client.post("/v1/classify", json={"texts": TEXTS, "model": "teacher"}).json()["predictions"]
+    assert all(set(p) == {"label", "score"} for p in plain)
+    every = client.post("/v1/classify", json={"texts": TEXTS, "model": "teacher", "return_all_scores": True})
+    assert every.status_code == 200, every.text
+    for got, want in zip(every.json()["predictions"], expected):
+        ranked = sorted(want["scores"].items(), key=lambda item: -item[1])
+        assert [(s["label"], s["score"]) for s in got["scores"]] == [tuple(x) for x in ranked]
+        assert got["scores"][0] == {"label": got["label"], "score": got["score"]}
+    top1 = client.post("/v1/classify", json={"texts": TEXTS, "top_k": 1}).json()["predictions"]
+    assert all(len(p["scores"]) == 1 and p["scores"][0]["label"] == p["label"] for p in top1)
+    assert client.post("/v1/classify", json={"texts": TEXTS, "top_k": 0}).status_code == 422
+    bad = client.post("/v1/classify", json={"texts": TEXTS, "model": "bert"})
+    assert bad.status_code == 422 and "model" in bad.json()["error"]
+
+
+@pytest.mark.unit
+def test_the_openapi_schema_names_the_models_every_error_and_the_version():
+    import raydistill
+    from raydistill.serve.gateway import api, ranked_scores
+
+    schema = api.openapi()
+    assert schema["info"]["version"] == raydistill.__version__
+    body = schema["paths"]["/v1/classify"]["post"]
+    request = body["requestBody"]["content"]["application/json"]["schema"]
+    assert request["properties"]["model"]["enum"] == ["student", "teacher"]
+    assert {"return_all_scores", "top_k"} <= set(request["properties"])
+    assert set(body["responses"]) == {"200", "400", "401", "413", "422", "429", "431", "503"}
+    error = body["responses"]["413"]["content"]["application/json"]["schema"]["$ref"]
+    assert error.endswith("/ErrorBody") and set(schema["components"]["schemas"]["ErrorBody"]["properties"]) >= {
+        "error", "status", "request_id"}
+    assert ranked_scores({"a": 0.2, "b": 0.5, "c": 0.3}, 2) == [{"label": "b", "score": 0.5},
+                                                               {"label": "c", "score": 0.3}]
+    assert [s["label"] for s in ranked_scores({"a": 0.5, "b": 0.5}, None)] == ["a", "b"]  # ties in label order
 
 
 @pytest.mark.ray

@@ -6,6 +6,7 @@ teacher's and the students' saved logits, the exported student's provenance, the
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from raydistill.platform.report import stats as S
 from raydistill.platform.report.active_learning import SENTENCE, al_comparison, read_al_curve
 from raydistill.platform.report.metrics import classification_metrics, f1_per_class
 from raydistill.platform.report.baseline import TeacherCheck, check_teacher, untrusted_line
+from raydistill.platform.report.model_card import model_card
 from raydistill.platform.report.confirmation import CONTRAST, REPLICATES, VALIDATION_VERDICT, Confirmation, confirm
 from raydistill.platform.report.plots import (
     PLOT_ACTIVE_LEARNING, PLOT_FOREST, PLOT_LEARNING_CURVES, PLOT_VAL_ACCURACY, plot_active_learning,
@@ -52,16 +54,24 @@ def _teacher_val(run: RunDir, labels: np.ndarray | None) -> dict[str, Any] | Non
     return out
 
 
-def report_settings(run: RunDir) -> Any:
-    """The run's ``report`` section (margin, declared contrasts); the defaults when the run's
-    config cannot be read."""
-    from raydistill.platform.config import ReportConfig, config_from_dict
+def run_config(run: RunDir) -> Any:
+    """The run's config, or None when it cannot be read (a hand-made or damaged run)."""
+    from raydistill.platform.config import config_from_dict
     from raydistill.platform.errors import ConfigError
 
     try:
-        return config_from_dict(read_run_config(run.root)).report
+        return config_from_dict(read_run_config(run.root))
     except ConfigError:
-        return ReportConfig()
+        return None
+
+
+def report_settings(run: RunDir) -> Any:
+    """The run's ``report`` section (margin, declared contrasts); the defaults when the run's
+    config cannot be read."""
+    from raydistill.platform.config import ReportConfig
+
+    cfg = run_config(run)
+    return cfg.report if cfg is not None else ReportConfig()
 
 
 def evidence(run: RunDir, split: str) -> S.Evidence | None:
@@ -112,7 +122,7 @@ class Study:
     teacher: dict[str, Any] | None
     layer: LayerQuestion | None
     confirmation: Confirmation | None
-    margin: float  # points
+    margin: float  # a fraction, like every accuracy and difference (0.01 = 1 point)
 
 
 def analyse(run_dir: str | Path) -> Study:
@@ -122,7 +132,8 @@ def analyse(run_dir: str | Path) -> Study:
     trials, cells, teacher = study_summary(run.root)
     settings = report_settings(run)
     layer = layer_question(cells, settings.margin / 100)
-    return Study(trials, cells, teacher, layer, _confirmation(run, trials, cells, layer, settings), settings.margin)
+    return Study(trials, cells, teacher, layer, _confirmation(run, trials, cells, layer, settings),
+                 settings.margin / 100)
 
 
 def write_report(run_dir: str | Path) -> Path:
@@ -136,6 +147,7 @@ def write_report(run_dir: str | Path) -> Path:
     winner = S.choose_winner(summary) if not summary.empty else None
     atomic_write_text(run.results_csv, _relative_trial_dirs(df, run.root).to_csv(index=False))
     atomic_write_text(run.summary_csv, summary.to_csv(index=False))
+    _write_study_files(run, study)
     lines = _header(run, df) + _study_section(summary, teacher) + _strategy_section(layer)
     lines += _confirmation_section(study.confirmation, settings)
     lines += _test_section(run, df, winner)
@@ -152,7 +164,52 @@ def write_report(run_dir: str | Path) -> Path:
     if curve is not None:
         plot_active_learning(curve, run.plots / PLOT_ACTIVE_LEARNING, comparison)
     atomic_write_text(run.report, "\n".join(lines) + "\n")
+    _write_model_cards(run, study)
     return run.report
+
+
+def _write_study_files(run: RunDir, study: Study) -> None:
+    """What ``raydistill.results`` reads back without recomputing: the strategy table, the
+    confirmation, and the sentences and settings (``study.json``)."""
+    strategies = study.layer.strategies if study.layer is not None else pd.DataFrame()
+    atomic_write_text(run.strategies_csv, strategies.to_csv(index=False))
+    confirmation = study.confirmation.strategies if study.confirmation is not None else pd.DataFrame()
+    atomic_write_text(run.confirmation_csv, confirmation.to_csv(index=False))
+    facts = {"verdict": R.verdict_sentence(study.cells),
+             "strategy_verdict": R.strategy_sentence(strategies) if study.layer is not None else None,
+             "margin": study.margin, "units": UNITS}
+    atomic_write_text(run.study_json, json.dumps(facts, indent=1))
+
+
+UNITS = "accuracies, differences, intervals and the margin are fractions (0.01 = 1 point)"
+
+
+def _write_model_cards(run: RunDir, study: Study) -> None:
+    """``README.md`` in the exported teacher/ and student/ folders (Hub format)."""
+    cfg = run_config(run)
+    if cfg is None:
+        return
+    verdict = R.verdict_sentence(study.cells)
+    prov = optional_json(run.student / "provenance.json") or {}
+    if (run.student / "config.json").is_file():
+        m = prov.get("metrics", {})
+        how = (f"A {cfg.student.num_layers}-layer student distilled from the study's teacher (Hinton KD, "
+               f"T={prov.get(M.TEMPERATURE)}, seed {prov.get(M.SEED)}): the best-validation seed of the cell with the "
+               "best mean validation accuracy.")
+        metrics = {"val_accuracy": m.get("val_accuracy"), "test_accuracy": m.get("test_accuracy"),
+                   "test_accuracy_std": m.get("test_accuracy_std")}
+        layers = f"strategy {prov.get(M.STRATEGY)}, teacher layers {prov.get('teacher_layers')}"
+        atomic_write_text(run.student / "README.md", model_card(cfg, "student", metrics, layers, verdict, how))
+    if (run.teacher / "config.json").is_file():
+        test_labels = optional_array(run.eval_labels("test"))
+        test = None if test_labels is None else optional_logits(run.teacher_logits("test"), len(test_labels),
+                                                                 run.eval_labels("test"))
+        metrics = {"val_accuracy": (study.teacher or {}).get(M.ACCURACY),
+                   "test_accuracy": None if test is None else float((test.argmax(1) == test_labels).mean())}
+        how = (f"The study's teacher, fine-tuned with active learning ({cfg.al.acquisition}, "
+               f"{cfg.al.initial_labeled:,} initial labels, {cfg.al.rounds} round(s) of {cfg.al.query_size:,}).")
+        atomic_write_text(run.teacher / "README.md", model_card(cfg, "teacher", metrics,
+                                                                f"all {cfg.teacher.num_layers}", verdict, how))
 
 
 def _relative_trial_dirs(df: pd.DataFrame, root: Path) -> pd.DataFrame:

@@ -172,11 +172,23 @@ def test_results_api_gives_the_study_as_dataframes(run: RunDir) -> None:
                        "teacher_per_request": {"texts_per_s": 22.0, "p50_ms": 1300.0, "errors": 0},
                        "student_vs_teacher": 1.6}]}
     run.bench_json.write_text(json.dumps(bench))
-    out = raydistill.results(run.root)
+    out = raydistill.results(run.root)  # no report yet: analysed on the spot
     trials, cells, _ = R.study_summary(run.root)
     pd.testing.assert_frame_equal(out.trials, trials)
     pd.testing.assert_frame_equal(out.cells, cells)
-    assert out.verdict == R.verdict_sentence(cells)
+    assert out.verdict == R.verdict_sentence(cells) and out.margin == 0.01 and "fractions" in out.units
+    assert list(out.strategies["strategy"]) == ["top", "bottom"] and len(out.confirmation) == 2
+    # after the report: read back from its files, the same figures, no resampling
+    R.write_report(run.root)
+    import time
+
+    started = time.perf_counter()
+    again = raydistill.results(run.root)
+    assert time.perf_counter() - started < 1.0
+    assert again.verdict == out.verdict and list(again.cells["verdict"]) == list(cells["verdict"])
+    assert again.cells["ci_low"].tolist() == pytest.approx(cells["ci_low"].tolist(), nan_ok=True)
+    assert list(again.strategies["verdict"]) == list(out.strategies["verdict"])
+    assert "results" in dir(raydistill) and "results" in raydistill.__all__
     assert list(out.al_vs_random[M.LABELED_COUNT]) == [100, 150, 200]
     assert set(out.al_curve["acquisition"]) == {"entropy", "random"}
     rows = out.bench.set_index(["kind", "level", "model", "stack"])["texts_per_s"].to_dict()
@@ -200,3 +212,23 @@ def test_a_teacher_at_the_majority_rate_heads_the_report_and_crowns_no_winner(ru
     verdict = next(line for line in lines if line.startswith("**Verdict:**"))
     assert verdict == "**Verdict:** " + lines[2].strip("*")
     assert R.results(run.root).verdict == lines[2].strip("*")
+
+
+def test_the_exported_models_carry_hub_model_cards(run: RunDir) -> None:
+    from huggingface_hub import ModelCard
+
+    (run.student / "config.json").write_text("{}")
+    (run.teacher / "config.json").write_text("{}")
+    prov = json.loads((run.student / "provenance.json").read_text())
+    prov["metrics"] = {"val_accuracy": 0.8, "test_accuracy": 0.81, "test_accuracy_std": 0.01}
+    (run.student / "provenance.json").write_text(json.dumps(prov))
+    R.write_report(run.root)
+    student = ModelCard.load(run.student / "README.md")
+    assert student.data.pipeline_tag == "text-classification" and "knowledge-distillation" in student.data.tags
+    assert [(r.metric_type, r.metric_value) for r in student.data.eval_results] == [("accuracy", 0.8), ("accuracy", 0.81)]
+    assert "test accuracy: 0.8100 (its cell: ± 0.0100 over seeds)" in student.text
+    assert "strategy top, teacher layers [6, 7, 8, 9, 10, 11]" in student.text
+    assert "## The study's verdict" in student.text and "has the highest mean" in student.text
+    teacher = ModelCard.load(run.teacher / "README.md")
+    assert [r.metric_value for r in teacher.data.eval_results] == [0.9, 0.88]  # validation, test
+    assert 'pipeline("text-classification"' in teacher.text
