@@ -120,7 +120,7 @@ def test_version_presets_help_and_verbosity_anywhere(capsys):
     assert main(["configs"]) == 0
     listed = capsys.readouterr().out.splitlines()
     assert listed[0].startswith("default (default): The embedded default: Rotten Tomatoes sentences")
-    assert [line.split(":")[0] for line in listed[1:]] == ["imdb-bert-base", "mnli-bert-base", "sst2", "tiny-12l"]
+    assert [line.split(":")[0] for line in listed[1:]] == ["imdb-bert-base", "mnli-bert-base", "own-csv", "sst2", "tiny-12l"]
     text = _parser().format_help()
     assert "``" not in text and "run a distillation study" in text
     # --quiet / --verbose before or after the subcommand
@@ -133,3 +133,32 @@ def test_version_presets_help_and_verbosity_anywhere(capsys):
     assert "name: tiny-12l" in capsys.readouterr().out
     assert main(["validate", "no-such-preset"]) == 2
     assert "nor a preset of that name; presets: default, imdb-bert-base" in capsys.readouterr().err
+
+
+@pytest.mark.unit
+def test_the_own_data_recipe_on_a_few_hundred_and_a_few_thousand_rows(tmp_path, capsys):
+    """The README's recipe: a CSV the user has, the own-csv preset, sizes suggested when the
+    preset's do not fit (a few hundred rows), accepted as they are for a few thousand."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    words = {0: ["dull", "flat", "tedious", "weak"], 1: ["moving", "sharp", "funny", "warm"]}
+
+    def write(n: int) -> str:
+        labels = rng.integers(0, 2, n)
+        rows = [f"{' '.join(rng.choice(words[y], 3))} film number {i}" for i, y in enumerate(labels)]
+        path = tmp_path / f"reviews{n}.csv"
+        pd.DataFrame({"text": rows, "label": np.where(labels == 1, "positive", "negative")}).to_csv(path, index=False)
+        return str(path)
+
+    small = write(300)
+    assert main(["validate", "own-csv", "--set", f"data.path={small}"]) == 2
+    err = capsys.readouterr().err
+    assert "the pool has only 180 examples; sizes that fit it: --set al.initial_labeled=45 --set al.query_size=22 " \
+           "--set al.rounds=2 --set student.transfer_size=null" in err
+    fits = ["--set", "al.initial_labeled=45", "--set", "al.query_size=22", "--set", "al.rounds=2"]
+    assert main(["validate", "own-csv", "--set", f"data.path={small}", *fits]) == 0
+    out = capsys.readouterr()
+    assert "the validation split has 60 examples" in out.err and "about 9,375 examples would do" in out.err
+    assert main(["validate", "own-csv", "--set", f"data.path={write(3000)}"]) == 0
+    assert "name: own-csv" in capsys.readouterr().out

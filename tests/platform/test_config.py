@@ -37,13 +37,13 @@ def test_configs_resolve_by_preset_name_path_or_default(tmp_path, monkeypatch):
 
     assert resolve_config(None) == PRESETS_DIR / "default.yaml"
     assert resolve_config("tiny-12l") == resolve_config("tiny-12l.yaml") == PRESETS_DIR / "tiny-12l.yaml"
-    assert set(presets()) == {"default", "tiny-12l", "imdb-bert-base", "mnli-bert-base", "sst2"}
+    assert set(presets()) == {"default", "tiny-12l", "imdb-bert-base", "mnli-bert-base", "own-csv", "sst2"}
     assert presets()["default"].startswith("The embedded default")
     # a file of the same name in the working directory wins over the preset
     monkeypatch.chdir(tmp_path)
     (tmp_path / "tiny-12l.yaml").write_text("name: mine\n")
     assert resolve_config("tiny-12l.yaml") == Path("tiny-12l.yaml")
-    with pytest.raises(ConfigError, match="nor a preset of that name; presets: default, imdb-bert-base"):
+    with pytest.raises(ConfigError, match="nor a preset of that name; presets: default, imdb-bert-base, mnli-bert-base, own-csv"):
         resolve_config("nope")
     with pytest.raises(ConfigError, match="config file not found: sub/default.yaml"):
         resolve_config("sub/default.yaml")  # a path with a folder is never a preset
