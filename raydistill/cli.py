@@ -51,6 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last finished stage")
     p.add_argument("--force", action="store_true",
                    help="go on when the teacher does not beat the majority class (the report says so first)")
+    p.add_argument("--dashboard", action="store_true",
+                   help="a local run starts Ray's dashboard on http://127.0.0.1:8265 (loopback only)")
     _add_overrides(p)
     p = sub.add_parser("teacher", help="train the teacher with active learning (a new run)")
     p.add_argument("config", help=CONFIG_HELP)
@@ -128,7 +130,7 @@ def cmd_run(args) -> int:
         check_installed(cfg)
         if cfg.data.source != "hf":  # local data loads in seconds; a hub dataset is checked in the run
             _check_sizes_now(cfg)
-    with ray_session(args.verbose):
+    with ray_session(args.verbose, dashboard=args.dashboard):
         if not args.resume:
             preflight_study(cfg)  # before the run directory: a refusal leaves nothing behind
             run = new_run(cfg)

@@ -36,9 +36,14 @@ _RAY_ENV = {
 }
 
 
+DASHBOARD_PORT = 8265
+
+
 @contextmanager
-def ray_session(verbose: bool = False) -> Iterator[None]:
-    """Attach to ``RAY_ADDRESS`` when set (``ray job submit``), else start a private local Ray.
+def ray_session(verbose: bool = False, dashboard: bool = False) -> Iterator[None]:
+    """Attach to ``RAY_ADDRESS`` when set (``ray job submit``), else start a private local Ray,
+    with Ray's dashboard on 127.0.0.1:8265 when ``dashboard`` (off by default: it costs a
+    process and memory a laptop run does not need).
 
     Never attaches to a stray head by accident (``address="local"``); shuts down what it started.
     """
@@ -51,7 +56,9 @@ def ray_session(verbose: bool = False) -> Iterator[None]:
         address = os.environ.get("RAY_ADDRESS") or "local"
         kwargs: dict[str, Any] = {"address": address, "log_to_driver": verbose}
         if address == "local":
-            kwargs["include_dashboard"] = False
+            kwargs["include_dashboard"] = dashboard
+            if dashboard:
+                kwargs.update(dashboard_host="127.0.0.1", dashboard_port=DASHBOARD_PORT)
         if not verbose:
             kwargs["logging_level"] = "ERROR"
         _check_reachable(address)

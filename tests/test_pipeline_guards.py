@@ -188,3 +188,23 @@ def test_a_teacher_that_does_not_beat_the_majority_stops_the_study_unless_forced
     assert "--force: going on; the report will say so first" in caplog.text
     save_array(run.teacher_logits("validation"), np.eye(2, dtype=np.float32)[labels])  # always right
     _check_teacher(run, force=False)
+
+
+@pytest.mark.parametrize("dashboard", [False, True])
+def test_a_local_run_starts_the_dashboard_only_when_asked_and_on_loopback(monkeypatch, dashboard) -> None:
+    import ray
+
+    from raydistill.cli import _parser
+    from raydistill.pipeline import ray_session
+
+    seen = {}
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kwargs: seen.update(kwargs))
+    monkeypatch.setattr(ray, "shutdown", lambda: None)
+    with ray_session(dashboard=dashboard):
+        pass
+    assert seen["address"] == "local" and seen["include_dashboard"] is dashboard
+    if dashboard:
+        assert (seen["dashboard_host"], seen["dashboard_port"]) == ("127.0.0.1", 8265)
+    assert _parser().parse_args(["run", "--dashboard"]).dashboard is True
