@@ -527,10 +527,14 @@ def plot_bench(result: dict[str, Any], path: Path) -> None:
         ax.xaxis.set_major_formatter(ScalarFormatter())
         ax.xaxis.set_minor_locator(NullLocator())
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+    axes[0].legend(fontsize=8)
+    # The HTTP panels share one legend below them: eight series inside a panel covered the lines.
+    handles, labels = axes[1].get_legend_handles_labels()
+    rows = max(1, math.ceil(len(labels) / 4))
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
     machine = result["machine"]
     fig.suptitle(f"{machine['cpu']} ({machine['cpu_cores']} cores, {machine['device']})", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.05 * rows + 0.02, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=110)

@@ -137,6 +137,11 @@ def test_results_page_shows_the_study(browser, served, tiny_run):
         assert {"forest.png", "val_accuracy.png", "learning_curves.png", "active_learning.png"} <= set(names)
         widths = page.locator("img[data-plot]").evaluate_all("imgs => imgs.map(i => i.naturalWidth)")
         assert all(w > 100 for w in widths), dict(zip(names, widths))
+        # multi-panel figures take the page's width, readable; the others share a row
+        wide = page.locator("figure.wide img").evaluate_all("imgs => imgs.map(i => i.dataset.plot)")
+        assert {"forest.png", "learning_curves.png", "active_learning.png"} <= set(wide)
+        shown = page.locator("figure.wide img[data-plot='learning_curves.png']").bounding_box()
+        assert shown["width"] > 0.9 * page.locator("#students").bounding_box()["width"]
         # serving ratios, once `raydistill bench` has run (test_bench.py does, earlier)
         if (tiny_run / "bench.json").is_file():
             expect(page.locator("#serving-headline li").first).to_contain_text("student/teacher")

@@ -189,6 +189,9 @@ function renderServing(study) {
       "Absolute figures are that machine's; compare the ratios." : "";
 }
 
+// Figures of several panels or many rows take the page's width; the others share a row.
+const WIDE_PLOTS = new Set(["forest.png", "learning_curves.png", "bench.png", "active_learning.png"]);
+
 async function renderPlots(study) {
   for (const url of objectUrls) URL.revokeObjectURL(url);
   objectUrls = [];
@@ -198,7 +201,7 @@ async function renderPlots(study) {
     for (const name of box.dataset.plots.split(" ")) {
       const plot = byName.get(name);
       if (!plot) continue;
-      const figure = el("figure");
+      const figure = el("figure", undefined, WIDE_PLOTS.has(name) ? "wide" : undefined);
       const img = el("img");
       img.alt = plot.title;
       img.dataset.plot = name;
