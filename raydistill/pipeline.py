@@ -33,6 +33,9 @@ _RAY_ENV = {
     # Tune's console box and its TensorBoard hint (into Ray's temporary session directory): the
     # sweep logs its own progress lines and points at RUN (teacher and trial events) instead.
     "RAY_AIR_NEW_OUTPUT": "0",
+    # Ray's driver prints the raylet's messages (one when Serve shuts its controller down) with
+    # ANSI colour codes, raw in a log file or a pipe; plain text instead.
+    "RAY_COLOR_PREFIX": "0",
 }
 
 

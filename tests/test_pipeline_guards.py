@@ -5,6 +5,7 @@ finished stage handed on are checked against the run's manifest."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -199,12 +200,14 @@ def test_a_local_run_starts_the_dashboard_only_when_asked_and_on_loopback(monkey
 
     seen = {}
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv("RAY_COLOR_PREFIX", raising=False)
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", lambda **kwargs: seen.update(kwargs))
     monkeypatch.setattr(ray, "shutdown", lambda: None)
     with ray_session(dashboard=dashboard):
         pass
     assert seen["address"] == "local" and seen["include_dashboard"] is dashboard
+    assert os.environ["RAY_COLOR_PREFIX"] == "0"  # the raylet's lines reach the console without colour codes
     if dashboard:
         assert (seen["dashboard_host"], seen["dashboard_port"]) == ("127.0.0.1", 8265)
     assert _parser().parse_args(["run", "--dashboard"]).dashboard is True
