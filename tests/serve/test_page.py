@@ -77,13 +77,30 @@ def test_page_classifies_with_both_models(browser, served, tiny_run):
         expect(page.locator("#result-student [data-fact=validation_accuracy]")).to_have_text(
             "81.3 % (exported seed; cell mean over seeds 81.3 %)")
         expect(page.locator("#result-teacher [data-fact=validation_accuracy]")).to_have_text("87.5 %")
+        # every label's probability, as bars, highest first (the API's return_all_scores)
+        for model, label in expected.items():
+            bars = page.locator(f"#result-{model} [data-field=dist] .bar")
+            expect(bars).to_have_count(2)
+            assert bars.first.get_attribute("data-label") == label
+            widths = bars.locator(".fill").evaluate_all("fs => fs.map(f => parseFloat(f.style.width))")
+            assert abs(sum(widths) - 100) < 0.5 and widths[0] >= widths[1], widths
+        # the study's headline under the models, once the token is there: the page is not blank
+        summary = page.locator("#study-summary")
+        expect(summary).to_be_visible(timeout=30_000)
+        expect(summary.locator('[data-study="verdict"]')).to_contain_text("uniform T=2 (0.8125 ± 0.0000) has the highest mean")
+        expect(summary.locator('[data-study="strategies"]')).to_contain_text("Strategies, temperatures pooled:")
+        # an example fills the box and asks both models
+        page.locator("#examples .example").first.click()
+        expect(page.locator("#text")).to_have_value("a gripping, beautifully acted film")
+        expect(page.locator("#status")).to_contain_text("Done in", timeout=30_000)
+        screenshot(page, "classify-page.png")
         favicon = page.request.get(served.url + "/favicon.ico")
         assert favicon.ok and favicon.body()[:8] == b"\x89PNG\r\n\x1a\n"
         # /docs renders offline: Swagger UI's files come from the app, not a CDN
         page.goto(served.url + "/docs")
         expect(page.locator(".swagger-ui .info .title")).to_contain_text("raydistill", timeout=30_000)
         expect(page.locator(".opblock-summary-path", has_text="/v1/classify")).to_be_visible()
-        screenshot(page, "classify-page.png")
+        screenshot(page, "api-docs.png")
     finally:
         page.close()
 

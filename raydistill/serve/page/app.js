@@ -64,11 +64,35 @@ function textsFromInput() {
   return raw.trim() ? [raw] : [];
 }
 
+// Every label's probability for the first text, as bars (the API's return_all_scores).
+function showDistribution(model, scores) {
+  const box = field(model, "dist");
+  box.replaceChildren();
+  for (const s of scores || []) {
+    const row = document.createElement("div");
+    row.className = "bar";
+    row.dataset.label = s.label;
+    const name = document.createElement("span");
+    name.textContent = s.label;
+    const track = document.createElement("span");
+    track.className = "track";
+    const fill = document.createElement("span");
+    fill.className = "fill";
+    fill.style.width = (100 * s.score).toFixed(1) + "%";
+    track.appendChild(fill);
+    const value = document.createElement("span");
+    value.textContent = (100 * s.score).toFixed(1) + " %";
+    row.append(name, track, value);
+    box.appendChild(row);
+  }
+}
+
 function show(model, body) {
   const first = body.predictions[0];
   field(model, "label").textContent = first.label;
   field(model, "score").textContent = first.score.toFixed(3);
   field(model, "latency").textContent = body.latency_ms.toFixed(1) + " ms";
+  showDistribution(model, first.scores);
   const list = field(model, "all");
   list.replaceChildren();
   if (body.predictions.length > 1) {
@@ -88,12 +112,13 @@ async function classify() {
   for (const model of MODELS) {
     for (const name of ["label", "score", "latency", "error"]) field(model, name).textContent = "";
     field(model, "all").replaceChildren();
+    field(model, "dist").replaceChildren();
   }
   const started = performance.now();
   await Promise.all(MODELS.map(async (model) => {
     try {
       const body = await fetchJson("v1/classify", {
-        method: "POST", headers: headers(), body: JSON.stringify({ texts, model }),
+        method: "POST", headers: headers(), body: JSON.stringify({ texts, model, return_all_scores: true }),
       });
       show(model, body);
     } catch (err) {
@@ -104,12 +129,40 @@ async function classify() {
   loadModels();
 }
 
+// The study's headline under the models: the verdicts and the serving ratios, from /v1/results.
+async function loadStudy() {
+  try {
+    const study = await fetchJson("v1/results", { headers: headers() });
+    if (!study.available) return;
+    const box = document.getElementById("study-summary");
+    box.querySelector('[data-study="verdict"]').textContent = study.verdict || "";
+    box.querySelector('[data-study="strategies"]').textContent = study.strategy_verdict || "";
+    const list = box.querySelector('[data-study="serving"]');
+    list.replaceChildren();
+    for (const line of (study.serving && study.serving.headline) || []) {
+      const item = document.createElement("li");
+      item.textContent = line;
+      list.appendChild(item);
+    }
+    box.hidden = false;
+  } catch (err) {
+    // the study is a side dish: a run without a sweep, or a token not yet typed, shows none
+  }
+}
+
 // The token is kept for this tab only, so the results page can use it too.
 const TOKEN_KEY = "raydistill-token";
 document.getElementById("token").value = sessionStorage.getItem(TOKEN_KEY) || "";
-document.getElementById("token").addEventListener("input", (e) => sessionStorage.setItem(TOKEN_KEY, e.target.value.trim()));
+document.getElementById("token").addEventListener("input", (e) => {
+  sessionStorage.setItem(TOKEN_KEY, e.target.value.trim());
+  loadStudy();
+});
+for (const button of document.querySelectorAll("#examples .example")) {
+  button.addEventListener("click", () => { document.getElementById("text").value = button.textContent; classify(); });
+}
 document.getElementById("classify").addEventListener("click", classify);
 document.getElementById("text").addEventListener("keydown", (e) => {
   if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) classify();
 });
 loadModels();
+loadStudy();
