@@ -19,7 +19,8 @@ def test_the_wheel_ships_the_presets_and_resolves_them_outside_the_source_tree(t
     wheel = next((tmp_path / "dist").glob("raydistill-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     presets = sorted(n.rsplit("/", 1)[1] for n in names if n.startswith("raydistill/configs/") and n.endswith(".yaml"))
-    assert presets == ["default.yaml", "imdb-bert-base.yaml", "mnli-bert-base.yaml", "sst2.yaml", "tiny-12l.yaml"]
+    assert presets == ["default.yaml", "imdb-bert-base.yaml", "mnli-bert-base.yaml", "own-csv.yaml",
+                       "sst2.yaml", "tiny-12l.yaml"]
     assert "raydistill/serve/page/index.html" in names
     # The installed copy (the wheel's files, first on the path), run from a directory with no configs/.
     site = tmp_path / "site"

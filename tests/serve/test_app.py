@@ -227,7 +227,7 @@ BAD_REQUESTS = [
      "texts.1 is not valid Unicode text (a lone surrogate at character 4)"),
     ("empty list", lambda c: c.post("/v1/classify", json={"texts": []}), 422, "texts"),
     ("unknown model", lambda c: c.post("/v1/classify", json={"texts": ["a"], "model": "x"}), 422,
-     "unknown model 'x'"),
+     "model: Input should be 'student' or 'teacher'"),
     ("extra field", lambda c: c.post("/v1/classify", json={"texts": ["a"], "temp": 1}), 422, "temp"),
     ("too many texts", lambda c: c.post("/v1/classify", json={"texts": ["a"] * 17}), 413,
      "max_texts_per_request"),
