@@ -107,13 +107,15 @@ def cmd_validate(args) -> int:
     return 0
 
 
-def _check_sizes_now(cfg) -> None:
-    """Sizes against the data, before Ray starts: refusals suggest sizes that fit, warnings print."""
+def _check_sizes_now(cfg, warn: bool = True) -> None:
+    """Sizes against the data, before Ray starts: refusals suggest sizes that fit; warnings
+    print when ``warn`` (``run`` leaves them to the study, which checks again with the data)."""
     from raydistill.platform.data import load_dataset
     from raydistill.platform.guards import check_sizes
 
     dataset = load_dataset(cfg.data)
-    for warning in check_sizes(cfg, len(dataset.train), len(dataset.validation)):
+    warnings = check_sizes(cfg, len(dataset.train), len(dataset.validation))
+    for warning in warnings if warn else []:
         log.warning(f"warning: {warning}")
 
 
@@ -129,7 +131,7 @@ def cmd_run(args) -> int:
         check_data_source(cfg.data)
         check_installed(cfg)
         if cfg.data.source != "hf":  # local data loads in seconds; a hub dataset is checked in the run
-            _check_sizes_now(cfg)
+            _check_sizes_now(cfg, warn=False)
     with ray_session(args.verbose, dashboard=args.dashboard):
         if not args.resume:
             preflight_study(cfg)  # before the run directory: a refusal leaves nothing behind
