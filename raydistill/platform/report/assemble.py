@@ -148,7 +148,7 @@ def write_report(run_dir: str | Path) -> Path:
     atomic_write_text(run.results_csv, _relative_trial_dirs(df, run.root).to_csv(index=False))
     atomic_write_text(run.summary_csv, summary.to_csv(index=False))
     _write_study_files(run, study)
-    lines = _header(run, df) + _study_section(summary, teacher) + _strategy_section(layer)
+    lines = _header(run, df, summary.attrs.get("untrusted")) + _study_section(summary, teacher) + _strategy_section(layer)
     lines += _confirmation_section(study.confirmation, settings)
     lines += _test_section(run, df, winner)
     lines += _failed_section(df) + R.duplicates_note(df)
@@ -220,11 +220,12 @@ def _relative_trial_dirs(df: pd.DataFrame, root: Path) -> pd.DataFrame:
     return df.assign(trial_dir=df["trial_dir"].map(relative)) if "trial_dir" in df else df
 
 
-def _header(run: RunDir, df: pd.DataFrame) -> list[str]:
+def _header(run: RunDir, df: pd.DataFrame, untrusted: str | None) -> list[str]:
+    """The title, then (first) the line saying nothing can be trusted when the teacher failed
+    its check, then the trial counts."""
     name = read_run_config(run.root).get("name", run.root.name)
     counts = df["status"].value_counts()
     dup = f", {counts.get(DUPLICATE, 0)} duplicates ignored" if counts.get(DUPLICATE, 0) else ""
-    untrusted = untrusted_line(teacher_check(run))
     warning = [f"**{untrusted}**", ""] if untrusted else []
     return [f"# raydistill report: {name}", "", *warning, f"Run directory: `{run.root.name}`", "",
             f"Trials: {len(df)} ({counts.get(COMPLETED, 0)} completed, {counts.get(ERRORED, 0)} "
