@@ -237,6 +237,11 @@ class ReportConfig(_Section):
     margin: float = Field(default=1.0, gt=0, le=50)
     confirm: list[tuple[str, str]] = []
 
+    @property
+    def margin_fraction(self) -> float:
+        """The margin as the report computes with it: a fraction of accuracy (1 point = 0.01)."""
+        return self.margin / 100
+
     @field_validator("confirm")
     @classmethod
     def _known_strategies(cls, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:

@@ -51,7 +51,7 @@ def check_sizes(cfg: ExperimentConfig, pool_size: int, validation_size: int) -> 
         raise ConfigError(
             f"student.transfer_size = {transfer} exceeds the pool's {pool_size} examples: set it to at "
             f"most {pool_size}, or null to distil on the whole pool (--set student.transfer_size=null)")
-    needed = smallest_validation(cfg.report.margin / 100)
+    needed = smallest_validation(cfg.report.margin_fraction)
     if validation_size < needed:
         return [f"the validation split has {validation_size:,} examples: with report.margin = "
                 f"{cfg.report.margin:g} point(s) the report can call cells `worse` but hardly ever "

@@ -65,12 +65,11 @@ def run_config(run: RunDir) -> Any:
         return None
 
 
-def report_settings(run: RunDir) -> Any:
-    """The run's ``report`` section (margin, declared contrasts); the defaults when the run's
-    config cannot be read."""
+def report_settings(cfg: Any) -> Any:
+    """The ``report`` section (margin, declared contrasts) of a run's config; the defaults when
+    the config could not be read (None)."""
     from raydistill.platform.config import ReportConfig
 
-    cfg = run_config(run)
     return cfg.report if cfg is not None else ReportConfig()
 
 
@@ -79,37 +78,40 @@ def evidence(run: RunDir, split: str) -> S.Evidence | None:
     labels = optional_array(run.eval_labels(split))
     if labels is None:
         return None
+    logits_file = S.VAL_LOGITS if split == "validation" else TEST_LOGITS
     groups = optional_array(run.eval_groups(split))
-    unit = (optional_json(run.clusters) or {}).get("unit", "cluster")
     if groups is None or len(groups) != len(labels):
-        return S.Evidence(labels, logits_file=S.VAL_LOGITS if split == "validation" else TEST_LOGITS)
-    return S.Evidence(labels, groups, str(unit), S.VAL_LOGITS if split == "validation" else TEST_LOGITS)
+        return S.Evidence(labels, logits_file=logits_file)
+    unit = (optional_json(run.clusters) or {}).get("unit", "cluster")
+    return S.Evidence(labels, groups, str(unit), logits_file)
 
 
-def teacher_check(run: RunDir) -> TeacherCheck | None:
+def teacher_check(run: RunDir, val: S.Evidence | None = None) -> TeacherCheck | None:
     """The teacher's validation accuracy against the majority class, paired over the clusters;
-    None without its validation logits."""
-    val = evidence(run, "validation")
+    None without its validation logits. ``val``: the validation evidence, when already read."""
+    val = val if val is not None else evidence(run, "validation")
     if val is None:
         return None
     logits = optional_logits(run.teacher_logits("validation"), len(val.labels), run.eval_labels("validation"))
     return None if logits is None else check_teacher(logits, val.labels, val.groups)
 
 
-def study_summary(run_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any] | None]:
+def study_summary(run_dir: str | Path, margin: float | None = None
+                  ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any] | None]:
     """(per-trial results, per-cell summary with the policy's verdicts, the teacher's
     validation metrics or None): everything the study's table needs, from disk. Reads Tune's
     trial files, each trial's val_logits.npy, labels/validation.npy (and the clusters) and the
-    teacher's validation logits. Raises CheckpointError when the run has no sweep results."""
+    teacher's validation logits. ``margin`` (a fraction) defaults to the run's report.margin.
+    Raises CheckpointError when the run has no sweep results."""
     run = RunDir(run_dir)
     df = load_results(run.root)
     val = evidence(run, "validation")
     labels = None if val is None else val.labels
     teacher = _teacher_val(run, labels)
-    margin = report_settings(run).margin / 100
+    margin = report_settings(run_config(run)).margin_fraction if margin is None else margin
     summary = S.summarize(df, teacher[M.ACCURACY] if teacher else None, majority_accuracy(labels), val,
                           margin=margin)
-    summary.attrs["untrusted"] = untrusted_line(teacher_check(run))
+    summary.attrs["untrusted"] = untrusted_line(teacher_check(run, val))
     return df, summary, teacher
 
 
@@ -122,18 +124,24 @@ class Study:
     teacher: dict[str, Any] | None
     layer: LayerQuestion | None
     confirmation: Confirmation | None
-    margin: float  # a fraction, like every accuracy and difference (0.01 = 1 point)
+    config: Any  # the run's ExperimentConfig, None when it could not be read
+    settings: Any  # its report section (the defaults without a config)
+
+    @property
+    def margin(self) -> float:
+        """A fraction, like every accuracy and difference (0.01 = 1 point)."""
+        return self.settings.margin_fraction
 
 
 def analyse(run_dir: str | Path) -> Study:
-    """The cells, the strategies and the confirmation of a run, from disk. Raises
-    CheckpointError when the run has no sweep results."""
+    """The cells, the strategies and the confirmation of a run, from disk (its config read
+    once). Raises CheckpointError when the run has no sweep results."""
     run = RunDir(run_dir)
-    trials, cells, teacher = study_summary(run.root)
-    settings = report_settings(run)
-    layer = layer_question(cells, settings.margin / 100)
-    return Study(trials, cells, teacher, layer, _confirmation(run, trials, cells, layer, settings),
-                 settings.margin / 100)
+    cfg = run_config(run)
+    settings = report_settings(cfg)
+    trials, cells, teacher = study_summary(run.root, settings.margin_fraction)
+    layer = layer_question(cells, settings.margin_fraction)
+    return Study(trials, cells, teacher, layer, _confirmation(run, trials, cells, layer, settings), cfg, settings)
 
 
 def write_report(run_dir: str | Path) -> Path:
@@ -142,8 +150,7 @@ def write_report(run_dir: str | Path) -> Path:
     when the run has no sweep results."""
     run = RunDir(run_dir)
     study = analyse(run.root)
-    df, summary, teacher, layer = study.trials, study.cells, study.teacher, study.layer
-    settings = report_settings(run)
+    df, summary, teacher, layer, settings = study.trials, study.cells, study.teacher, study.layer, study.settings
     winner = S.choose_winner(summary) if not summary.empty else None
     atomic_write_text(run.results_csv, _relative_trial_dirs(df, run.root).to_csv(index=False))
     atomic_write_text(run.summary_csv, summary.to_csv(index=False))
@@ -155,8 +162,7 @@ def write_report(run_dir: str | Path) -> Path:
     al_lines, curve, comparison = _al_section(run)
     lines += al_lines
     if not summary.empty:
-        plot_forest(summary, None if layer is None else layer.strategies, run.plots / PLOT_FOREST,
-                    settings.margin / 100)
+        plot_forest(summary, None if layer is None else layer.strategies, run.plots / PLOT_FOREST, study.margin)
         plot_val_accuracy(summary, run.plots / PLOT_VAL_ACCURACY, teacher[M.ACCURACY] if teacher else None)
         hist = load_history(run.root)
         plot_learning_curves(hist[hist[M.TRIAL_ID].isin(completed(df)[M.TRIAL_ID])],
@@ -186,7 +192,7 @@ UNITS = "accuracies, differences, intervals and the margin are fractions (0.01 =
 
 def _write_model_cards(run: RunDir, study: Study) -> None:
     """``README.md`` in the exported teacher/ and student/ folders (Hub format)."""
-    cfg = run_config(run)
+    cfg = study.config
     if cfg is None:
         return
     verdict = R.verdict_sentence(study.cells)
@@ -280,7 +286,7 @@ def _confirmation(run: RunDir, df: pd.DataFrame, summary: pd.DataFrame, layer: L
     if test is None or summary.empty:
         return None
     keep = np.ones(len(test.labels), bool) if keep is None or len(keep) != len(test.labels) else keep.astype(bool)
-    return confirm(df, summary, layer, test, keep, list(settings.confirm), settings.margin / 100)
+    return confirm(df, summary, layer, test, keep, list(settings.confirm), settings.margin_fraction)
 
 
 def _confirmation_section(conf: Confirmation | None, settings: Any) -> list[str]:
