@@ -104,7 +104,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
-    from raydistill.pipeline import open_run, ray_session
+    from raydistill.pipeline import open_run
+    from raydistill.session import ray_session
     from raydistill.platform.models import load_classifier
     from raydistill.platform.prepared import prepare_data
 

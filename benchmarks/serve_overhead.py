@@ -64,7 +64,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
-    from raydistill.pipeline import ray_session
+    from raydistill.session import ray_session
     from raydistill.serve.loadgen import run_load
 
     port = free_port()

@@ -30,10 +30,11 @@ from student_recipe import distil, prepare
 
 def tune_trials(run_dir: Path, overrides: list[str]) -> tuple[float, pd.DataFrame]:
     """(wall seconds, one row per trial) of the sweep's points on a scratch copy of the run."""
-    from raydistill.pipeline import open_run, ray_session
+    from raydistill.pipeline import open_run
+    from raydistill.session import ray_session
     from raydistill.platform.prepared import prepare_data
     from raydistill.platform.report import load_results
-    from raydistill.trainables.student import run_sweep
+    from raydistill.trainables.sweep import run_sweep
 
     scratch = Path(tempfile.mkdtemp(prefix="sweep-efficiency-")) / run_dir.name
     scratch.mkdir()

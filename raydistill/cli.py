@@ -120,7 +120,8 @@ def _check_sizes_now(cfg, warn: bool = True) -> None:
 
 
 def cmd_run(args) -> int:
-    from raydistill.pipeline import new_run, open_run, preflight_study, ray_session, run_study
+    from raydistill.pipeline import new_run, open_run, preflight_study, run_study
+    from raydistill.session import ray_session
     from raydistill.platform.config import check_installed, load_config
     from raydistill.platform.data import check_data_source
 
@@ -136,7 +137,7 @@ def cmd_run(args) -> int:
         if not args.resume:
             preflight_study(cfg)  # before the run directory: a refusal leaves nothing behind
             run = new_run(cfg)
-        log.info(f"run directory: {run.root} (log: {run.root / logs.RUN_LOG})")
+        log.info(f"run directory: {run.root} (log: {run.run_log})")
         try:
             summary = run_study(cfg, run, serve=not args.no_serve, keep_serving=args.keep_serving,
                                 force=args.force)
@@ -152,18 +153,18 @@ def cmd_run(args) -> int:
 def _print_summary(summary: dict) -> None:
     """The verdict first (it decides whether there is a winner at all), then the exported
     student's figures, the active-learning sentences and the serving ratios."""
-    winner, metrics = summary["winner"], summary["winner"]["metrics"]
+    from raydistill.platform.metrics import ACCURACY
+
+    winner, teacher = summary["winner"], summary["teacher"]
     result("\n=== summary ===")
     result(summary["verdict"])
     if summary.get("strategies"):
         result(summary["strategies"])
-    seeds = len(winner.get("seeds", [])) or 1
-    result(f"exported student: {winner['strategy']} (teacher layers {winner.get('teacher_layers')}), "
-           f"T={winner['temperature']:g}, seed {winner['seed']} (best validation of its cell): cell val acc "
-           f"{metrics['val_accuracy_mean']:.4f} (mean of {seeds} seeds), test acc "
-           f"{metrics.get('test_accuracy_mean', metrics['test_accuracy']):.4f} ± "
-           f"{metrics.get('test_accuracy_std', 0.0):.4f} over its seeds; teacher val acc "
-           f"{summary['teacher_validation_accuracy']:.4f}, test acc {summary['teacher_test_accuracy']:.4f}")
+    result(f"exported student: {winner.strategy} (teacher layers {winner.teacher_layers}), "
+           f"T={winner.temperature:g}, seed {winner.seed} (best validation of its cell): cell val acc "
+           f"{winner.cell_validation_accuracy:.4f} (mean of {len(winner.seeds) or 1} seeds), test acc "
+           f"{winner.cell_test_accuracy:.4f} ± {winner.cell_test_accuracy_std:.4f} over its seeds; teacher val acc "
+           f"{teacher.validation[ACCURACY]:.4f}, test acc {teacher.test[ACCURACY]:.4f}")
     for sentence in summary.get("active_learning", []):
         result(f"active learning: {sentence}")
     for line in (summary.get("bench") or {}).get("headline", []):
@@ -194,45 +195,40 @@ def _block_until_interrupted(message: str) -> None:
 
 
 def cmd_teacher(args) -> int:
-    from raydistill.pipeline import new_run, ray_session, run_teacher, write_meta
+    from raydistill.pipeline import StudyRun, new_run, run_stages
     from raydistill.platform.config import load_config
-    from raydistill.platform.prepared import prepare_data
+    from raydistill.session import ray_session
 
     cfg = load_config(args.config, args.overrides)
     run = new_run(cfg)
-    log.info(f"run directory: {run.root} (log: {run.root / logs.RUN_LOG})")
+    log.info(f"run directory: {run.root} (log: {run.run_log})")
     with ray_session(args.verbose):
-        data = prepare_data(cfg, run)
-        write_meta(run, data)
-        run_teacher(cfg, run, data)
+        run_stages(StudyRun(cfg, run), ["teacher"])
+    result(f"teacher: {run.teacher}\nnext: raydistill sweep {run.root}")
     return 0
 
 
 def cmd_sweep(args) -> int:
-    from raydistill.pipeline import _mark_done, _stages_done, open_run, ray_session
-    from raydistill.platform.errors import CheckpointError
-    from raydistill.platform.prepared import prepare_data
-    from raydistill.trainables.student import export_winner, run_sweep
+    from raydistill.pipeline import StudyRun, open_run, run_stages
+    from raydistill.platform import manifest
+    from raydistill.session import ray_session
 
     run, cfg = open_run(args.run_dir, args.overrides)
-    stages = _stages_done(run)
-    if "teacher" not in stages:
-        raise CheckpointError(f"{run.root} has no finished teacher stage: run `raydistill teacher` first")
+    for stage in ("sweep", "winner"):  # asked for: run (or resume) them, and choose the winner again
+        manifest.forget(run, stage)
     with ray_session(args.verbose):
-        data = prepare_data(cfg, run)
-        run_sweep(cfg, run, data, stages["teacher"]["labeled"], resume=args.resume)
-        _mark_done(run, "sweep", {}, cfg)
-        _mark_done(run, "winner", export_winner(cfg, run, data), cfg)
+        run_stages(StudyRun(cfg, run, resume_sweep=args.resume), ["sweep", "winner"])
     result(f"sweep results: {run.tune_experiment}\nnext: raydistill report {run.root}")
     return 0
 
 
 def cmd_report(args) -> int:
-    from raydistill.platform.report import analyse, format_table, strategy_sentence, verdict_sentence, write_report
-    from raydistill.platform.rundir import RunDir
+    from raydistill.pipeline import StudyRun, open_run, run_stages
+    from raydistill.platform.report import analyse, format_table, strategy_sentence, verdict_sentence
 
-    run = RunDir.existing(args.run_dir)
-    path = write_report(run.root)
+    run, cfg = open_run(args.run_dir)
+    run_stages(StudyRun(cfg, run), ["report"])
+    path = run.report
     study = analyse(run.root)
     result(format_table(study.cells, study.teacher))
     result(verdict_sentence(study.cells))
@@ -243,8 +239,9 @@ def cmd_report(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from raydistill.pipeline import open_run, ray_session
+    from raydistill.pipeline import open_run
     from raydistill.serve.app import deploy
+    from raydistill.session import ray_session
 
     run, cfg = open_run(args.run_dir)
     with ray_session(args.verbose):
@@ -255,11 +252,15 @@ def cmd_serve(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from raydistill.pipeline import open_run, ray_session, serve_and_bench
+    import json
+
+    from raydistill.pipeline import StudyRun, open_run, run_stages
+    from raydistill.session import ray_session
 
     run, cfg = open_run(args.run_dir, args.overrides)
     with ray_session(args.verbose):
-        bench = serve_and_bench(cfg, run, keep_serving=False)
+        run_stages(StudyRun(cfg, run), ["serve"])
+    bench = json.loads(run.bench_json.read_text(encoding="utf-8"))
     for line in bench.get("headline", []):
         result(line)
     result(f"bench: {run.bench_md}")

@@ -1,6 +1,11 @@
-"""The end-to-end study: teacher (active learning) -> student sweep -> winner -> report ->
-serve + bench. Each finished stage is recorded in ``stages.json``, so ``--resume RUN_DIR``
-continues from the first unfinished one.
+"""The end-to-end study as a registry of stages: teacher (active learning) -> sweep -> winner ->
+report -> serve + bench.
+
+Each stage is declared once (:data:`STAGES`: what it is built from, what it reads, what it
+hands on, its function); ``raydistill run`` walks them all and the per-stage commands walk
+their part of the same registry. A finished stage is recorded in the run's one ledger,
+``manifest.json`` (:mod:`raydistill.platform.manifest`), so ``--resume RUN_DIR`` continues from
+the first unfinished one.
 """
 
 from __future__ import annotations
@@ -10,110 +15,19 @@ import os
 import platform as std_platform
 import subprocess
 import time
-from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Sequence
 
 from raydistill.platform import manifest
 from raydistill.platform.config import STAGE_INPUTS, ExperimentConfig, dump_config, flat_config, load_config
-from raydistill.platform.errors import CheckpointError, ClusterError, ConfigError
+from raydistill.platform.errors import CheckpointError, ConfigError, TeacherError
+from raydistill.platform.export import Provenance, read_provenance
 from raydistill.platform.logs import attach_run_log, log, result
 from raydistill.platform.rundir import RunDir, atomic_write_json, atomic_write_text
 
 GIT_SHA_ENV = "RAYDISTILL_GIT_SHA"
-STAGES = ("teacher", "sweep", "winner", "report", "serve")
 SMOKE_PRESET = "tiny-12l"  # the 12 -> 6 machinery, minutes
-
-# Ray reads these when it starts; set before ``ray.init`` so local workers inherit them.
-_RAY_ENV = {
-    "RAY_USAGE_STATS_ENABLED": "0",
-    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
-    "TOKENIZERS_PARALLELISM": "false",
-    "RAY_DEDUP_LOGS": "1",
-    # Tune's console box and its TensorBoard hint (into Ray's temporary session directory): the
-    # sweep logs its own progress lines and points at RUN (teacher and trial events) instead.
-    "RAY_AIR_NEW_OUTPUT": "0",
-    # Ray's driver prints the raylet's messages (one when Serve shuts its controller down) with
-    # ANSI colour codes, raw in a log file or a pipe; plain text instead.
-    "RAY_COLOR_PREFIX": "0",
-}
-
-
-DASHBOARD_PORT = 8265
-
-
-@contextmanager
-def ray_session(verbose: bool = False, dashboard: bool = False) -> Iterator[None]:
-    """Attach to ``RAY_ADDRESS`` when set (``ray job submit``), else start a private local Ray,
-    with Ray's dashboard on 127.0.0.1:8265 when ``dashboard`` (off by default: it costs a
-    process and memory a laptop run does not need).
-
-    Never attaches to a stray head by accident (``address="local"``); shuts down what it started.
-    """
-    import ray
-
-    for key, value in _RAY_ENV.items():
-        os.environ.setdefault(key, value)
-    started = False
-    if not ray.is_initialized():
-        address = os.environ.get("RAY_ADDRESS") or "local"
-        kwargs: dict[str, Any] = {"address": address, "log_to_driver": verbose}
-        if address == "local":
-            kwargs["include_dashboard"] = dashboard
-            if dashboard:
-                kwargs.update(dashboard_host="127.0.0.1", dashboard_port=DASHBOARD_PORT)
-        if not verbose:
-            kwargs["logging_level"] = "ERROR"
-        _check_reachable(address)
-        try:
-            with _loopback_node(address == "local"):
-                ray.init(**kwargs)
-        except (ConnectionError, TimeoutError) as err:
-            raise ClusterError(_attach_hint(address, err)) from None
-        started = True
-    try:
-        yield
-    finally:
-        if started:
-            ray.shutdown()
-
-
-@contextmanager
-def _loopback_node(private: bool) -> Iterator[None]:
-    """A private Ray's node address is 127.0.0.1, so the servers Ray places by it (the metrics
-    export, the dashboard agent) listen on loopback only. ``ray.init`` turns 127.0.0.1 into the
-    machine's address unless Ray's own single-machine switch (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER``,
-    read once at import) is off: flip it for the private node only, never when attaching."""
-    from ray._private import ray_constants
-
-    before = ray_constants.ENABLE_RAY_CLUSTER
-    ray_constants.ENABLE_RAY_CLUSTER = before and not private
-    try:
-        yield
-    finally:
-        ray_constants.ENABLE_RAY_CLUSTER = before
-
-
-def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
-    """Fail in seconds, not minutes, when nothing listens at a ``host:port`` address (Ray's
-    own client retries a dead GCS address for minutes). Other forms (``local``, ``auto``,
-    ``ray://``) are left to Ray."""
-    import socket
-
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit() or "://" in address or not host:
-        return
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
-    except OSError as err:
-        raise ClusterError(_attach_hint(address, err)) from None
-
-
-def _attach_hint(address: str, err: Exception) -> str:
-    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return (f"could not attach to the Ray cluster at {address} ({first[:200]}). Check that its head "
-            "is up and the address is right; a head started by Ray 2.60 enables token auth by "
-            "default, so clients need RAY_AUTH_MODE=token (and the token) in their environment.")
 
 
 def preflight_study(cfg: ExperimentConfig) -> None:
@@ -121,7 +35,7 @@ def preflight_study(cfg: ExperimentConfig) -> None:
     new run directory is made: a refusal leaves nothing behind. Raises ResourceError naming the
     settings, ConfigError naming the missing package."""
     from raydistill.platform.tracking import mlflow_target
-    from raydistill.trainables.student import preflight_sweep
+    from raydistill.trainables.sweep import preflight_sweep
     from raydistill.trainables.teacher import preflight_teacher
 
     mlflow_target(cfg, Path(cfg.runs_dir))
@@ -162,33 +76,6 @@ def write_meta(run: RunDir, data) -> None:
     })
 
 
-def _stages_done(run: RunDir) -> dict[str, Any]:
-    """The finished stages recorded in ``stages.json``. Raises CheckpointError for a corrupt one."""
-    if not run.stages.is_file():
-        return {}
-    try:
-        done = json.loads(run.stages.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{run.stages} is corrupt ({err}); fix or delete it to re-run every stage") from None
-    if not isinstance(done, dict):
-        raise CheckpointError(f"{run.stages} is corrupt: expected a JSON object of stages")
-    return done
-
-
-def _mark_done(run: RunDir, stage: str, info: dict[str, Any], cfg: ExperimentConfig,
-               data_sha256: str | None = None) -> None:
-    """Record ``stage`` as finished, and in ``manifest.json`` what it was built from (config
-    values, data hash, code version) and, for the teacher and the winner, the hashes of the
-    files they hand on: every later command checks both."""
-    inputs = _stage_inputs(cfg, stage)
-    if data_sha256:
-        inputs["data_sha256"] = data_sha256
-    manifest.record(run, stage, inputs, code=f"raydistill {__import__('raydistill').__version__} ({_git_sha() or 'no git'})")
-    done = _stages_done(run)
-    done[stage] = {"finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **info}
-    atomic_write_json(run.stages, done)
-
-
 def new_run(cfg: ExperimentConfig) -> RunDir:
     """A new run directory with its config; from here on the log also goes to RUN/run.log."""
     run = RunDir.create(cfg.runs_dir, cfg.name)
@@ -212,7 +99,7 @@ def open_run(path: str | Path, overrides: list[str] | None = None) -> tuple[RunD
     two configs. Serving, bench and resource fields may change. Raises CheckpointError when a
     file a finished stage handed on is missing or changed (``manifest.json``)."""
     run = RunDir.existing(path)
-    done = _stages_done(run)
+    done = manifest.finished(run)
     manifest.verify(run, done)
     cfg = load_config(run.config, overrides)
     if overrides:
@@ -268,28 +155,155 @@ def _banner(title: str) -> None:
     log.info(f"\n=== {title} ===")
 
 
-def run_teacher(cfg: ExperimentConfig, run: RunDir, data,
-                round_hook: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+@dataclass
+class StudyRun:
+    """What the stages of one run share: its config and directory, the data (prepared once, on
+    first use) and how the command asked them to behave."""
+
+    cfg: ExperimentConfig
+    run: RunDir
+    force: bool = False  # go on past a teacher that does not beat the majority class
+    keep_serving: bool = False
+    resume_sweep: bool | None = None  # None: resume a sweep that has started, else start one
+    _data: Any = field(default=None, repr=False)
+
+    @property
+    def data(self):
+        if self._data is None:
+            from raydistill.platform.guards import check_sizes
+            from raydistill.platform.prepared import prepare_data
+
+            self._data = prepare_data(self.cfg, self.run)
+            for warning in check_sizes(self.cfg, len(self._data.encoded["train"]),
+                                       len(self._data.encoded["validation"])):
+                log.warning(f"warning: {warning}")
+            if not self.run.meta.is_file():
+                write_meta(self.run, self._data)
+        return self._data
+
+    def card(self, model: str) -> Provenance:
+        card = read_provenance(self.run.model(model))
+        if card is None:
+            raise CheckpointError(f"{self.run.model(model)} has no readable card: run its stage again")
+        return card
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of the study. ``inputs``: the config sections it is computed from (a finished
+    stage pins them, :data:`~raydistill.platform.config.STAGE_INPUTS`); ``needs``: the stages
+    whose output it reads; ``hands_on``: what it leaves in the run directory for later ones."""
+
+    name: str
+    needs: tuple[str, ...]
+    hands_on: str
+    banner: Callable[[ExperimentConfig], str] | None
+    run: Callable[[StudyRun], dict[str, Any]]
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return STAGE_INPUTS.get(self.name, ())
+
+
+def _teacher(study: StudyRun) -> dict[str, Any]:
     from raydistill.platform.report import plot_active_learning
     from raydistill.trainables.teacher import run_teacher_stage
 
+    data = study.data
+    outcome = run_teacher_stage(study.cfg, study.run, data)
+    plot_active_learning(study.run.al_curve, study.run.al_plot)
+    log.info(f"[teacher] teacher: {study.run.teacher}\n[teacher] learning curve: {study.run.al_curve}")
+    return {"labeled": outcome["runs"][0].labeled}
+
+
+def _teacher_banner(cfg: ExperimentConfig) -> str:
     rounds = f"{cfg.al.rounds} active-learning round{'s' if cfg.al.rounds != 1 else ''}"
-    arms = f"{cfg.al.acquisition} and random" if cfg.al.compare_random and cfg.al.acquisition != "random" else cfg.al.acquisition
-    _banner(f"teacher: {cfg.teacher.num_layers} layers, {rounds} ({arms})")
-    result = run_teacher_stage(cfg, run, data, round_hook=round_hook)
-    plot_active_learning(run.al_curve, run.al / "curve.png")
-    main = result["runs"][0]
-    info = {"labeled": main.labeled, "validation_accuracy": result["validation_accuracy"],
-            "test_accuracy": result["test_accuracy"]}
-    _mark_done(run, "teacher", info, cfg, data.dataset.fingerprint())
-    log.info(f"[teacher] teacher: {run.teacher}\n[teacher] learning curve: {run.al_curve}")
-    return info
+    arms = (f"{cfg.al.acquisition} and random" if cfg.al.compare_random and cfg.al.acquisition != "random"
+            else cfg.al.acquisition)
+    return f"teacher: {cfg.teacher.num_layers} layers, {rounds} ({arms})"
+
+
+def _sweep(study: StudyRun) -> dict[str, Any]:
+    from raydistill.trainables.sweep import run_sweep
+
+    _check_teacher(study.run, study.force)
+    labeled = manifest.finished(study.run)["teacher"]["labeled"]
+    resume = study.run.tune_experiment.exists() if study.resume_sweep is None else study.resume_sweep
+    run_sweep(study.cfg, study.run, study.data, labeled, resume=resume)
+    return {}
+
+
+def _winner(study: StudyRun) -> dict[str, Any]:
+    from raydistill.trainables.winner import export_winner
+
+    export_winner(study.cfg, study.run, study.data)
+    return {}
+
+
+def _report(study: StudyRun) -> dict[str, Any]:
+    from raydistill.platform.report import write_report
+
+    path = write_report(study.run.root)
+    study.run.point_latest(study.cfg.name)
+    return {"path": path.relative_to(study.run.root).as_posix()}
+
+
+def _serve(study: StudyRun) -> dict[str, Any]:
+    serve_and_bench(study.cfg, study.run, study.keep_serving)
+    return {}
+
+
+STAGES: dict[str, Stage] = {s.name: s for s in [
+    Stage("teacher", (), "teacher/ (weights, logits, card), labels/, al/curve.csv, the labelled set",
+          _teacher_banner, _teacher),
+    Stage("sweep", ("teacher",), "tune/students/ (every trial's results, checkpoint and logits)",
+          lambda cfg: (f"sweep: {len(cfg.sweep.strategies)} strategies x {len(cfg.sweep.temperatures)} "
+                       f"temperatures x {len(cfg.sweep.seeds)} seeds"), _sweep),
+    Stage("winner", ("sweep",), "student/ (weights, logits, card)", None, _winner),
+    Stage("report", (), "report.md, the CSVs, study.json, plots/, the model cards", lambda cfg: "report",
+          _report),
+    Stage("serve", ("teacher", "winner"), "bench.json, bench.md, plots/bench.png", lambda cfg: "serve + bench",
+          _serve),
+]}
+
+
+def run_stages(study: StudyRun, names: Sequence[str], again: Sequence[str] = ("report", "serve")) -> dict[str, dict]:
+    """Run the unfinished stages among ``names`` in registry order (those in ``again`` even when
+    finished: they read what the others made), recording each in the ledger; returns what every
+    finished stage handed on. Raises CheckpointError when a stage's input stage is unfinished."""
+    attach_run_log(study.run.root)
+    done = manifest.finished(study.run)
+    for stage in (STAGES[name] for name in STAGES if name in names):
+        if stage.name in done and stage.name not in again:
+            continue
+        missing = [need for need in stage.needs if need not in done]
+        if missing:
+            raise CheckpointError(f"{study.run.root} has no finished {' or '.join(missing)} stage, which the "
+                                  f"{stage.name} stage reads: finish it first (raydistill run --resume {study.run.root})")
+        if stage.banner is not None:
+            _banner(stage.banner(study.cfg))
+        info = stage.run(study)
+        # a data file edited afterwards is refused like a config edit
+        data_sha256 = study.data.dataset.fingerprint() if "data" in stage.inputs else None
+        record_stage(study.run, study.cfg, stage.name, info, data_sha256)
+        done = manifest.finished(study.run)
+    return done
+
+
+def record_stage(run: RunDir, cfg: ExperimentConfig, name: str, info: dict[str, Any],
+                 data_sha256: str | None = None) -> None:
+    """Mark stage ``name`` finished in the ledger with what it hands on (``info``), the config
+    values and data it was built from, the code version and its files' hashes."""
+    inputs = _stage_inputs(cfg, name)
+    if data_sha256:
+        inputs["data_sha256"] = data_sha256
+    manifest.record(run, name, inputs, code=f"raydistill {__import__('raydistill').__version__} ({_git_sha() or 'no git'})",
+                    info=info)
 
 
 def _check_teacher(run: RunDir, force: bool) -> None:
     """Stop before the sweep when the teacher does not beat the majority class (``force``: warn)."""
     from raydistill.platform.report.assemble import teacher_check
-    from raydistill.platform.report.baseline import TeacherError
 
     check = teacher_check(run)
     if check is None or check.beats_majority:
@@ -301,59 +315,28 @@ def _check_teacher(run: RunDir, force: bool) -> None:
 
 
 def run_study(cfg: ExperimentConfig, run: RunDir, serve: bool = True, keep_serving: bool = False,
-              round_hook: Callable[[int, int], None] | None = None, force: bool = False) -> dict[str, Any]:
+              force: bool = False) -> dict[str, Any]:
     """Run every unfinished stage of the study in ``run``; returns a summary for printing.
     Raises TeacherError after the teacher stage when the teacher does not beat the majority
     class, unless ``force`` (then the report and the summary say so first)."""
-    from raydistill.platform.guards import check_sizes
-    from raydistill.platform.prepared import prepare_data
-    from raydistill.platform.report import (
-        al_comparison,
-        analyse,
-        format_table,
-        strategy_sentence,
-        verdict_sentence,
-        write_report,
-    )
-    from raydistill.trainables.student import export_winner, run_sweep
+    from raydistill.platform.report import al_comparison, analyse, format_table, strategy_sentence, verdict_sentence
 
-    attach_run_log(run.root)
     started = time.monotonic()
-    done = _stages_done(run)
-    data = prepare_data(cfg, run)
-    for warning in check_sizes(cfg, len(data.encoded["train"]), len(data.encoded["validation"])):
-        log.warning(f"warning: {warning}")
-    if not run.meta.is_file():
-        write_meta(run, data)
-    teacher = done.get("teacher") or run_teacher(cfg, run, data, round_hook)
-    _check_teacher(run, force)
-    if "sweep" not in done:
-        _banner(f"sweep: {len(cfg.sweep.strategies)} strategies x {len(cfg.sweep.temperatures)} "
-                f"temperatures x {len(cfg.sweep.seeds)} seeds")
-        run_sweep(cfg, run, data, teacher["labeled"], resume=run.tune_experiment.exists())
-        _mark_done(run, "sweep", {}, cfg)
-    winner = done.get("winner") or export_winner(cfg, run, data)
-    if "winner" not in done:
-        _mark_done(run, "winner", winner, cfg)
-    _banner("report")
-    report_path = write_report(run.root)
-    _mark_done(run, "report", {"path": report_path.relative_to(run.root).as_posix()}, cfg)
-    run.point_latest(cfg.name)
-    study = analyse(run.root)
-    verdict = verdict_sentence(study.cells)
-    result(format_table(study.cells, study.teacher))
+    study = StudyRun(cfg, run, force=force, keep_serving=keep_serving)
+    run_stages(study, [name for name in STAGES if serve or name != "serve"])
+    analysis = analyse(run.root)
+    verdict = verdict_sentence(analysis.cells)
+    result(format_table(analysis.cells, analysis.teacher))
     result(verdict)
-    strategies = strategy_sentence(study.layer.strategies) if study.layer is not None else None
+    strategies = strategy_sentence(analysis.layer.strategies) if analysis.layer is not None else None
     if strategies:
         result(strategies)
     al = al_comparison(run.root)
-    summary = {"run_dir": str(run.root), "report": str(report_path), "winner": winner,
-               "verdict": verdict, "strategies": strategies, "active_learning": list(al["sentence"]) if len(al) else [],
-               "teacher_validation_accuracy": teacher["validation_accuracy"],
-               "teacher_test_accuracy": teacher["test_accuracy"]}
-    if serve:
-        summary["bench"] = serve_and_bench(cfg, run, keep_serving)
-        _mark_done(run, "serve", {}, cfg)
+    summary = {"run_dir": str(run.root), "report": str(run.report), "winner": study.card("student"),
+               "teacher": study.card("teacher"), "verdict": verdict, "strategies": strategies,
+               "active_learning": list(al["sentence"]) if len(al) else []}
+    if serve and run.bench_json.is_file():
+        summary["bench"] = json.loads(run.bench_json.read_text(encoding="utf-8"))
     summary["wall_s"] = round(time.monotonic() - started, 1)
     return summary
 

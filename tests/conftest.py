@@ -90,28 +90,30 @@ def make_tiny_config():
 
 @pytest.fixture(scope="session")
 def tiny_teacher_run(ray_cluster, tmp_path_factory):
-    """A run directory whose teacher stage has finished (2 Train workers, 2 AL rounds)."""
-    from raydistill.pipeline import new_run, run_teacher
-    from raydistill.platform.prepared import prepare_data
+    """A run directory whose teacher stage has finished (2 Train workers, 2 AL rounds); ``info``
+    is what the stage handed on (the labelled set) and the teacher's card."""
+    from raydistill.pipeline import StudyRun, new_run, run_stages
 
     cfg = tiny_config(tmp_path_factory.mktemp("runs"))
-    run = new_run(cfg)
-    data = prepare_data(cfg, run)
-    info = run_teacher(cfg, run, data)
-    return cfg, run, data, info
+    study = StudyRun(cfg, new_run(cfg))
+    info = {**run_stages(study, ["teacher"])["teacher"], "card": study.card("teacher")}
+    return cfg, study.run, study.data, info
 
 
 @pytest.fixture
 def teacher_only_run(tiny_teacher_run, tmp_path):
     """A copy of the tiny run with only its teacher stage finished: a sweep of its own to run."""
-    import json
     import shutil
+
+    from raydistill.platform import manifest
+    from raydistill.platform.rundir import RunDir
 
     _, run, _, _ = tiny_teacher_run
     root = tmp_path / run.root.name
     shutil.copytree(run.root, root, ignore=shutil.ignore_patterns("tune", "student", "train"))
-    stages = json.loads((root / "stages.json").read_text())
-    (root / "stages.json").write_text(json.dumps({"teacher": stages["teacher"]}))
+    copy = RunDir(root)
+    for stage in set(manifest.finished(copy)) - {"teacher"}:
+        manifest.forget(copy, stage)
     return root
 
 

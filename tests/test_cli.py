@@ -21,7 +21,7 @@ def test_resume_runs_only_the_unfinished_serve_stage(tiny_study_run, tmp_path, c
     _, run, _, _ = tiny_study_run
     copy = tmp_path / run.root.name
     shutil.copytree(run.root, copy)
-    stages = json.loads((copy / "stages.json").read_text())
+    stages = json.loads((copy / "manifest.json").read_text())["stages"]
     assert "serve" not in stages and {"teacher", "sweep", "winner", "report"} <= set(stages)
     assert main(["run", "--resume", str(copy), "--force", "--set", "serve.port=8765"]) == 0
     out = capsys.readouterr().out
@@ -29,7 +29,8 @@ def test_resume_runs_only_the_unfinished_serve_stage(tiny_study_run, tmp_path, c
     assert "=== summary ===" in out and "exported student:" in out
     bench = json.loads((copy / "bench.json").read_text())
     assert bench and (copy / "bench.md").is_file() and (copy / "plots" / "bench.png").stat().st_size > 0
-    assert "serve" in json.loads((copy / "stages.json").read_text())
+    assert "serve" in json.loads((copy / "manifest.json").read_text())["stages"]
+    assert not (copy / "stages.json").exists()  # one ledger
     assert not serve.status().applications  # run shuts its deployments down
     # Every artefact of DESIGN.md's run directory is there.
     for name in ("config.yaml", "meta.json", "train", "teacher/model.safetensors", "teacher/tokenizer.json",
@@ -52,7 +53,7 @@ def test_resume_runs_only_the_unfinished_serve_stage(tiny_study_run, tmp_path, c
     assert f"**{provenance['strategy']}**, T={provenance['temperature']:g}" in (copy / "report.md").read_text()
     # A copied run refers to itself: no file of ours names the original's place, and the
     # serve config written by the resumed serve stage points at the copy.
-    for name in ("report.md", "results.csv", "summary.csv", "stages.json", "manifest.json", "bench.json",
+    for name in ("report.md", "results.csv", "summary.csv", "manifest.json", "bench.json",
                  "bench.md", "meta.json", "student/provenance.json"):
         assert str(run.root) not in (copy / name).read_text(encoding="utf-8"), name
     results = pd.read_csv(copy / "results.csv")

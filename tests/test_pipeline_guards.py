@@ -10,6 +10,7 @@ import os
 import pytest
 
 from raydistill.pipeline import open_run
+from raydistill.platform import manifest
 from raydistill.platform.config import config_from_dict, dump_config, load_config
 from raydistill.platform.errors import CheckpointError, ConfigError
 from raydistill.platform.rundir import RunDir
@@ -22,7 +23,7 @@ def run(tmp_path) -> RunDir:
     run = RunDir(tmp_path / "study-20261201-000000")
     run.root.mkdir(parents=True)
     run.config.write_text(dump_config(config_from_dict({"name": "study", "teacher": {"lr": 1e-4}})))
-    run.stages.write_text(json.dumps({"teacher": {"finished": "2026-12-01T00:00:00", "labeled": [1, 2]}}))
+    run.legacy_stages.write_text(json.dumps({"teacher": {"finished": "2026-12-01T00:00:00", "labeled": [1, 2]}}))
     return run
 
 
@@ -57,7 +58,7 @@ def test_attaching_to_an_address_where_nothing_listens_is_one_clear_error(monkey
     import socket
     import time
 
-    from raydistill.pipeline import ray_session
+    from raydistill.session import ray_session
     from raydistill.platform.errors import ClusterError
 
     with socket.socket() as s:
@@ -75,14 +76,14 @@ def test_attaching_to_an_address_where_nothing_listens_is_one_clear_error(monkey
 
 
 def test_files_a_stage_handed_on_are_checked_against_the_manifest(run, tmp_path) -> None:
-    from raydistill.pipeline import _mark_done
+    from raydistill.pipeline import record_stage
 
     run.teacher.mkdir()
     (run.teacher / "model.safetensors").write_bytes(b"weights" * 100)
     (run.teacher / "train_logits.npy").write_bytes(b"logits")
     run.labels.mkdir()
     (run.labels / "validation.npy").write_bytes(b"labels")
-    _mark_done(run, "teacher", {"labeled": [1, 2]}, load_config(run.config))
+    record_stage(run, load_config(run.config), "teacher", {"labeled": [1, 2]})
     recorded = json.loads((run.root / "manifest.json").read_text())["files"]
     assert set(recorded) == {"teacher/model.safetensors", "teacher/train_logits.npy", "labels/validation.npy"}
     open_run(run.root)  # untouched: fine
@@ -108,16 +109,15 @@ def test_files_a_stage_handed_on_are_checked_against_the_manifest(run, tmp_path)
 
 
 def test_a_stage_no_longer_marked_finished_is_not_checked(run) -> None:
-    from raydistill.pipeline import _mark_done
+    from raydistill.pipeline import record_stage
 
     run.student.mkdir()
     (run.student / "model.safetensors").write_bytes(b"student")
-    _mark_done(run, "winner", {}, load_config(run.config))
+    record_stage(run, load_config(run.config), "winner", {})
     (run.student / "model.safetensors").unlink()
     with pytest.raises(CheckpointError, match="student/model.safetensors is missing"):
         open_run(run.root)
-    stages = json.loads(run.stages.read_text())
-    run.stages.write_text(json.dumps({"teacher": stages["teacher"]}))  # the winner will be exported again
+    manifest.forget(run, "winner")  # the winner will be exported again
     open_run(run.root)
 
 
@@ -126,7 +126,7 @@ def test_a_hand_edited_config_or_data_file_is_refused_naming_what_changed(run, t
     (config.yaml in an editor, the data file replaced) is refused like the ``--set`` would be."""
     import pandas as pd
 
-    from raydistill.pipeline import _mark_done
+    from raydistill.pipeline import record_stage
     from raydistill.platform.data import load_dataset
 
     data = tmp_path / "reviews.csv"
@@ -134,7 +134,7 @@ def test_a_hand_edited_config_or_data_file_is_refused_naming_what_changed(run, t
                   "label": [i % 2 for i in range(200)]}).to_csv(data, index=False)
     cfg = config_from_dict({"name": "study", "data": {"source": "file", "path": str(data)}})
     run.config.write_text(dump_config(cfg))
-    _mark_done(run, "teacher", {"labeled": [1, 2]}, cfg, load_dataset(cfg.data).fingerprint())
+    record_stage(run, cfg, "teacher", {"labeled": [1, 2]}, load_dataset(cfg.data).fingerprint())
     stages = json.loads((run.root / "manifest.json").read_text())["stages"]
     assert stages["teacher"]["inputs"]["teacher.lr"] == cfg.teacher.lr
     assert "teacher.cpus_per_worker" not in stages["teacher"]["inputs"]  # placement is free
@@ -176,7 +176,7 @@ def test_a_teacher_that_does_not_beat_the_majority_stops_the_study_unless_forced
     import numpy as np
 
     from raydistill.pipeline import _check_teacher
-    from raydistill.platform.report.baseline import TeacherError
+    from raydistill.platform.errors import TeacherError
     from raydistill.platform.rundir import save_array
 
     labels = np.array([1] * 60 + [0] * 40)
@@ -196,7 +196,7 @@ def test_a_local_run_starts_the_dashboard_only_when_asked_and_on_loopback(monkey
     import ray
 
     from raydistill.cli import _parser
-    from raydistill.pipeline import ray_session
+    from raydistill.session import ray_session
 
     seen = {}
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
@@ -211,3 +211,18 @@ def test_a_local_run_starts_the_dashboard_only_when_asked_and_on_loopback(monkey
     if dashboard:
         assert (seen["dashboard_host"], seen["dashboard_port"]) == ("127.0.0.1", 8265)
     assert _parser().parse_args(["run", "--dashboard"]).dashboard is True
+
+
+def test_an_older_runs_stages_json_moves_into_the_manifest_once(run) -> None:
+    """Older runs kept the finished stages in stages.json: the first read moves them into the
+    one ledger (with what they handed on) and removes the file; a record then adds to them."""
+    assert manifest.finished(run) == {"teacher": {"labeled": [1, 2]}}
+    assert not run.legacy_stages.exists()
+    ledger = json.loads(run.manifest.read_text())["stages"]
+    assert ledger["teacher"]["finished"] == "2026-12-01T00:00:00"
+    from raydistill.pipeline import record_stage
+
+    record_stage(run, load_config(run.config), "winner", {})
+    assert set(manifest.finished(run)) == {"teacher", "winner"}
+    manifest.forget(run, "winner")
+    assert set(manifest.finished(run)) == {"teacher"}

@@ -18,6 +18,7 @@ import torch
 
 from raydistill.platform.errors import PoolExhaustedError, RaydistillError
 from raydistill.platform.fastpath import PerfLike, autocast_context
+from raydistill.platform.metrics import softmax
 from raydistill.platform.layers import lookup
 from raydistill.platform.models import model_inputs
 from raydistill.platform.text import Encoded, EncodedDataset, collate
@@ -91,11 +92,6 @@ def _as_float64(x: np.ndarray | torch.Tensor) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return shifted / shifted.sum(axis=-1, keepdims=True)
-
-
 def score_probs(name: str, probs: np.ndarray | torch.Tensor, seed: int = 0) -> np.ndarray:
     """Scores (N,) from probabilities (N, C), or from samples (S, N, C) for MC-dropout rules."""
     rule = lookup(ACQUISITIONS, name, "acquisition")
@@ -111,7 +107,7 @@ def score_probs(name: str, probs: np.ndarray | torch.Tensor, seed: int = 0) -> n
 
 def score_logits(name: str, logits: np.ndarray | torch.Tensor, seed: int = 0) -> np.ndarray:
     """Scores (N,) from logits (N, C); for ``bald`` logits of MC-dropout samples (S, N, C)."""
-    return score_probs(name, _softmax(_as_float64(logits)), seed)
+    return score_probs(name, softmax(_as_float64(logits)), seed)
 
 
 def batch_seed(seed: int, round: int, batch_indices: Sequence[int]) -> int:

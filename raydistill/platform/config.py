@@ -141,6 +141,7 @@ class StudentConfig(_Section):
     beta: float = Field(default=0.0, ge=0)
     weight_decay: float = Field(default=0.01, ge=0)
     warmup_ratio: float = Field(default=0.1, ge=0, lt=1)
+    grad_clip: float = Field(default=1.0, gt=0)  # the gradient's global norm is clipped to this
 
 
 class SweepConfig(_Section):
@@ -154,6 +155,9 @@ class SweepConfig(_Section):
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     search: Literal["grid", "optuna"] = "grid"
     optuna_samples: int = Field(default=8, ge=1)
+    # The ranges the Optuna phase searches: alpha uniform, lr log-uniform.
+    optuna_alpha: tuple[float, float] = (0.1, 0.9)
+    optuna_lr: tuple[float, float] = (1e-4, 1e-2)
     cpus_per_trial: float = Field(default=1.0, gt=0)
     gpus_per_trial: float = Field(default=0.0, ge=0)
     max_concurrent_trials: int | None = Field(default=None, ge=1)
@@ -172,6 +176,12 @@ class SweepConfig(_Section):
             raise ValueError("strategy 'custom' needs sweep.custom_layers (a list of teacher layers)")
         if len(set(self.strategies)) != len(self.strategies):
             raise ValueError(f"strategies has duplicates: {self.strategies}")
+        low, high = self.optuna_alpha
+        if not 0 <= low < high <= 1:
+            raise ValueError(f"optuna_alpha: need 0 <= low < high <= 1, got {list(self.optuna_alpha)}")
+        low, high = self.optuna_lr
+        if not 0 < low < high:
+            raise ValueError(f"optuna_lr: need 0 < low < high, got {list(self.optuna_lr)}")
         return self
 
 

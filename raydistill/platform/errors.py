@@ -27,3 +27,11 @@ class ResourceError(RaydistillError):
 
 class ClusterError(RaydistillError):
     """Ray could not be started or attached to (address, authentication)."""
+
+
+class TeacherError(RaydistillError):
+    """The teacher does not beat the majority class: nothing distilled from it can be trusted."""
+
+
+class SweepInterrupted(RaydistillError):
+    """Tune returned before every trial finished (Ctrl-C, or the driver was told to stop)."""

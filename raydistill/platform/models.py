@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import random
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -26,7 +24,7 @@ from transformers import (
 from raydistill.platform.config import TeacherConfig
 from raydistill.platform.errors import CheckpointError, DataError
 from raydistill.platform.fastpath import PerfLike, autocast_context, to_device
-from raydistill.platform.rundir import atomic_write_json
+from raydistill.platform.rundir import MODEL_CONFIG, atomic_write_json, has_model, write_dir_atomically
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -113,8 +111,8 @@ def load_classifier(path: str | Path, attn_implementation: str | None = None) ->
     """A classifier saved by :func:`save_classifier`, with ``attn_implementation`` (None: HF's
     default). Raises CheckpointError if missing/invalid."""
     path = Path(path)
-    if not (path / "config.json").is_file():
-        raise CheckpointError(f"{path} is not a saved classifier (no config.json)")
+    if not has_model(path):
+        raise CheckpointError(f"{path} is not a saved classifier (no {MODEL_CONFIG})")
     return _from_pretrained(path, **_attention(attn_implementation))
 
 
@@ -140,13 +138,10 @@ def save_classifier(
     """Save an HF directory (safetensors + config [+ tokenizer]) that replaces ``path`` whole.
 
     ``extra`` maps file names to JSON-serialisable objects written beside the model, e.g.
-    ``{"provenance.json": provenance.to_dict()}``. The directory is written next to ``path``
-    and renamed into place, so a crash leaves the old directory or the new one, never half.
+    ``{PROVENANCE: provenance}``. The directory is written next to ``path`` and renamed into
+    place (:func:`~raydistill.platform.rundir.write_dir_atomically`), never half.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
-    try:
+    def write(tmp: Path) -> None:
         unwrap(model).save_pretrained(tmp, safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
@@ -154,24 +149,21 @@ def save_classifier(
             if Path(name).name != name:
                 raise CheckpointError(f"extra file name {name!r} must be a plain file name")
             atomic_write_json(tmp / name, obj)
-        _replace_dir(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
-
-def _replace_dir(new: Path, path: Path) -> None:
-    """Move ``new`` to ``path``; an existing ``path`` is moved aside first, then deleted."""
-    old = path.with_name(f".{path.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if path.exists():
-        path.rename(old)
-    new.rename(path)
-    shutil.rmtree(old, ignore_errors=True)
+    write_dir_atomically(Path(path), write)
 
 
 def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def derive_seed(base: int, *counters: int) -> int:
+    """A loader's seed: ``base`` plus the counters as digits in base 1000 (outermost first), so
+    (round, epoch) or (trial seed, epoch) pairs below 1000 never collide."""
+    seed = 0
+    for counter in counters:
+        seed = seed * 1000 + int(counter)
+    return int(base) + seed
 
 
 def set_seed(seed: int) -> None:
@@ -221,10 +213,3 @@ def eval_batch_size(train_batch_size: int) -> int:
     backward pass, so batches can be larger than in training; length bucketing keeps the
     padding small. At least 128 (a small training batch would waste per-call overhead)."""
     return max(128, 2 * train_batch_size)
-
-
-def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    """Fraction of rows whose argmax equals the label. Raises DataError when there are none."""
-    if labels.numel() == 0:
-        raise DataError("accuracy of zero examples is undefined")
-    return (logits.argmax(dim=-1) == labels.to(logits.device)).float().mean().item()

@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 
 from raydistill.platform.acquisition import select_top_k
-from raydistill.platform.config import ActiveLearningConfig
 from raydistill.platform.errors import CheckpointError, PoolExhaustedError, RaydistillError
 
 STATE_VERSION = 1

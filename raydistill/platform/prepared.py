@@ -22,7 +22,7 @@ from transformers import PreTrainedTokenizerFast
 from raydistill.platform.config import ExperimentConfig
 from raydistill.platform.data import TextDataset, load_dataset
 from raydistill.platform.errors import CheckpointError
-from raydistill.platform.rundir import RunDir, atomic_write_text, save_array, save_array_dir
+from raydistill.platform.rundir import RunDir, array_file, atomic_write_text, has_tokenizer, save_array, save_array_dir
 from raydistill.platform.text import Encoded, build_tokenizer, encode, load_tokenizer
 
 EVAL_SPLITS = ("validation", "test")
@@ -46,7 +46,7 @@ class PreparedData:
 def prepare_data(cfg: ExperimentConfig, run: RunDir) -> PreparedData:
     """Load, tokenise and record labels for ``cfg``'s dataset in ``run`` (idempotent)."""
     dataset = load_dataset(cfg.data)
-    if (run.tokenizer / "tokenizer.json").is_file() or (run.tokenizer / "tokenizer_config.json").is_file():
+    if has_tokenizer(run.tokenizer):
         tokenizer = load_tokenizer(run.tokenizer)
     else:
         tokenizer = build_tokenizer(cfg.tokenizer, dataset.train.texts + (dataset.train.text_pairs or []))
@@ -56,7 +56,7 @@ def prepare_data(cfg: ExperimentConfig, run: RunDir) -> PreparedData:
     ]).encode()).hexdigest()[:16]
     encoded, files = {}, {}
     for name in ("train", *EVAL_SPLITS):
-        path = files[name] = run.cache / f"{name}-{key}"
+        path = files[name] = run.encoded_split(name, key)
         if not path.is_dir():
             save_encoded(path, encode(tokenizer, dataset.split(name), cfg.tokenizer.max_length))
         encoded[name] = load_encoded(path, mmap=True)
@@ -68,7 +68,7 @@ def prepare_data(cfg: ExperimentConfig, run: RunDir) -> PreparedData:
         atomic_write_text(run.clusters, json.dumps({"unit": dataset.group_unit}))
     seen = dataset.test.seen
     save_array(run.confirmation_mask, np.ones(len(dataset.test), bool) if seen is None else ~seen)
-    atomic_write_text(run.labels / "label_names.json", json.dumps(dataset.label_names))
+    atomic_write_text(run.label_names, json.dumps(dataset.label_names))
     return PreparedData(dataset=dataset, tokenizer=tokenizer, encoded=encoded, files=files)
 
 
@@ -85,7 +85,7 @@ def load_encoded(path: Path, mmap: bool = False) -> Encoded:
     only the rows it touches (pool scoring and the teacher's workers read a pool this way, so
     its size never shows in their memory); a subset copies its rows out."""
     mode = "r" if mmap else None
-    arrays = {name: np.load(path / f"{name}.npy", mmap_mode=mode, allow_pickle=False) for name in _ENCODED_FIELDS}
+    arrays = {name: np.load(array_file(path, name), mmap_mode=mode, allow_pickle=False) for name in _ENCODED_FIELDS}
     encoded = Encoded(**arrays)
     if encoded.offsets[-1] != len(encoded.ids) or len(encoded.labels) != len(encoded):
         raise CheckpointError(f"tokenised split {path} is inconsistent (offsets, ids and labels disagree)")

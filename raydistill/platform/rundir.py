@@ -6,6 +6,7 @@ working directory). Later commands (report, serve, bench) take the run directory
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -21,6 +22,130 @@ import numpy as np
 from raydistill.platform.errors import CheckpointError
 
 TUNE_EXPERIMENT = "students"
+
+# Every file and directory name a stage writes or reads lives here; no other module spells one
+# (tests/test_layout.py greps for them). Names Tune and Hugging Face choose are named here too,
+# so a reader of the run's files has one place to look.
+
+# The run directory
+CONFIG = "config.yaml"
+META = "meta.json"
+MANIFEST = "manifest.json"  # the stage ledger: what each stage was built from and handed on
+LEGACY_STAGES = "stages.json"  # older runs' ledger, migrated into the manifest on first read
+RUN_LOG = "run.log"
+SERVE_CONFIG = "serve_config.yaml"
+REPORT = "report.md"
+RESULTS_CSV = "results.csv"
+SUMMARY_CSV = "summary.csv"
+STRATEGIES_CSV = "strategies.csv"
+CONFIRMATION_CSV = "confirmation.csv"
+STUDY_JSON = "study.json"
+BENCH_JSON = "bench.json"
+BENCH_MD = "bench.md"
+LABEL_NAMES = "label_names.json"
+CLUSTERS = "clusters.json"
+CONFIRMATION_MASK = "test_unseen.npy"
+AL_CURVE = "curve.csv"
+AL_PLOT = "curve.png"
+OPTUNA_BEST = "optuna_best.json"  # under tune/: alpha and lr per strategy, for `--resume`
+TUNE_RESUME = "resume"  # under tune/: last checkpoints of unfinished trials, for `--resume`
+# Figures under plots/ (also the names the service serves them by)
+PLOT_VAL_ACCURACY = "val_accuracy.png"
+PLOT_LEARNING_CURVES = "learning_curves.png"
+PLOT_ACTIVE_LEARNING = "active_learning.png"
+PLOT_FOREST = "forest.png"
+PLOT_BENCH = "bench.png"
+PLOT_AL_TEACHER = "al_curve.png"  # the URL name of al/curve.png
+
+# A model directory (teacher/, student/, a checkpoint's model/): Hugging Face's files and ours
+MODEL_CONFIG = "config.json"
+MODEL_WEIGHTS = "model.safetensors"
+MODEL_WEIGHTS_GLOB = "*.safetensors"  # a large model's weights may be sharded
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+PROVENANCE = "provenance.json"  # the model's typed card (raydistill.platform.export.Provenance)
+MODEL_CARD = "README.md"  # the Hub-format card the report writes
+LEGACY_EVAL = "eval.json"  # the teacher's figures in runs made before the typed card
+
+# A checkpoint (Train's and Tune's) and a trial directory (Tune's files and ours)
+CHECKPOINT_MODEL = "model"
+CHECKPOINT_STATE = "state.json"
+OPTIMIZER_STATE = "optimizer.pt"
+RNG_STATE = "torch_rng.npy"
+RANK_RNG_STATE = "torch_rng_rank{rank}.npy"
+TUNE_PARAMS = "params.json"
+TUNE_RESULT = "result.json"
+TUNE_ERROR = "error.txt"
+TUNE_EXPERIMENT_STATE = "experiment_state-*.json"
+TUNE_CHECKPOINTS = "checkpoint_*"
+FATAL = "fatal.json"  # a deterministic error, recorded so a retry raises it at once
+VAL_LOGITS = "val_logits.npy"
+TEST_LOGITS = "test_logits.npy"
+ROUND0 = "round0"  # an active-learning arm's round-0 teacher, which every other arm starts from
+
+
+def fatal_file(directory: str | Path) -> Path:
+    return Path(directory) / FATAL
+
+
+def split_logits_file(model_dir: str | Path, split: str) -> Path:
+    """A model's logits on an evaluation split (teacher/ and student/ hold them)."""
+    return Path(model_dir) / f"{split}_logits.npy"
+
+
+def array_file(directory: str | Path, name: str) -> Path:
+    """One array of a directory of arrays (a tokenised split in cache/)."""
+    return Path(directory) / f"{name}.npy"
+
+
+def has_model(directory: str | Path) -> bool:
+    return (Path(directory) / MODEL_CONFIG).is_file()
+
+
+def has_tokenizer(directory: str | Path) -> bool:
+    return any((Path(directory) / name).is_file() for name in TOKENIZER_FILES)
+
+
+@dataclass(frozen=True)
+class CheckpointDir:
+    """A Train or Tune checkpoint: the model plus the state that resumes its loop."""
+
+    path: Path
+    model = property(lambda self: Path(self.path) / CHECKPOINT_MODEL)
+    state = property(lambda self: Path(self.path) / CHECKPOINT_STATE)
+    optimizer = property(lambda self: Path(self.path) / OPTIMIZER_STATE)
+    rng = property(lambda self: Path(self.path) / RNG_STATE)
+
+    def rank_rng(self, rank: int) -> Path:
+        return Path(self.path) / RANK_RNG_STATE.format(rank=rank)
+
+
+@dataclass(frozen=True)
+class TrialDir:
+    """One Tune trial's directory: Tune's files and the logits the trial leaves for the report."""
+
+    path: Path
+    params = property(lambda self: Path(self.path) / TUNE_PARAMS)
+    result = property(lambda self: Path(self.path) / TUNE_RESULT)
+    error = property(lambda self: Path(self.path) / TUNE_ERROR)
+    val_logits = property(lambda self: Path(self.path) / VAL_LOGITS)
+    test_logits = property(lambda self: Path(self.path) / TEST_LOGITS)
+
+    def checkpoints(self) -> list[Path]:
+        """Its checkpoint directories, oldest first."""
+        return sorted(Path(self.path).glob(TUNE_CHECKPOINTS))
+
+
+@dataclass(frozen=True)
+class ArmDir:
+    """One active-learning arm (``al/<acquisition>``): the learner's state, each round's
+    validation logits and the round-0 checkpoint."""
+
+    path: Path
+    state = property(lambda self: Path(self.path) / CHECKPOINT_STATE)
+    round0 = property(lambda self: Path(self.path) / ROUND0)
+
+    def round_logits(self, round_: int) -> Path:
+        return Path(self.path) / f"val_logits_round{int(round_)}.npy"
 
 
 @dataclass(frozen=True)
@@ -53,33 +178,63 @@ class RunDir:
     def existing(cls, path: str | Path) -> "RunDir":
         run = cls(Path(path))
         if not run.config.is_file():
-            raise CheckpointError(f"{run.root} is not a run directory (no config.yaml)")
+            raise CheckpointError(f"{run.root} is not a run directory (no {CONFIG})")
         return run
 
-    config = property(lambda self: self.root / "config.yaml")
-    meta = property(lambda self: self.root / "meta.json")
-    stages = property(lambda self: self.root / "stages.json")
+    config = property(lambda self: self.root / CONFIG)
+    meta = property(lambda self: self.root / META)
+    manifest = property(lambda self: self.root / MANIFEST)
+    legacy_stages = property(lambda self: self.root / LEGACY_STAGES)
+    run_log = property(lambda self: self.root / RUN_LOG)
+    serve_config = property(lambda self: self.root / SERVE_CONFIG)
     train = property(lambda self: self.root / "train")
     teacher = property(lambda self: self.root / "teacher")
     tokenizer = property(lambda self: self.root / "tokenizer")
     al = property(lambda self: self.root / "al")
-    al_curve = property(lambda self: self.root / "al" / "curve.csv")
+    al_curve = property(lambda self: self.root / "al" / AL_CURVE)
+    al_plot = property(lambda self: self.root / "al" / AL_PLOT)  # the teacher stage's; the report's adds a band
     cache = property(lambda self: self.root / "cache")
     tune = property(lambda self: self.root / "tune")
     tune_experiment = property(lambda self: self.root / "tune" / TUNE_EXPERIMENT)
+    tune_resume = property(lambda self: self.root / "tune" / TUNE_RESUME)
+    optuna_best = property(lambda self: self.root / "tune" / OPTUNA_BEST)
     student = property(lambda self: self.root / "student")
-    report = property(lambda self: self.root / "report.md")
-    results_csv = property(lambda self: self.root / "results.csv")
-    summary_csv = property(lambda self: self.root / "summary.csv")
-    strategies_csv = property(lambda self: self.root / "strategies.csv")
-    confirmation_csv = property(lambda self: self.root / "confirmation.csv")
-    study_json = property(lambda self: self.root / "study.json")  # the report's sentences and settings
+    tensorboard = property(lambda self: self.root / "tensorboard")
+    report = property(lambda self: self.root / REPORT)
+    results_csv = property(lambda self: self.root / RESULTS_CSV)
+    summary_csv = property(lambda self: self.root / SUMMARY_CSV)
+    strategies_csv = property(lambda self: self.root / STRATEGIES_CSV)
+    confirmation_csv = property(lambda self: self.root / CONFIRMATION_CSV)
+    study_json = property(lambda self: self.root / STUDY_JSON)  # the report's sentences and settings
     plots = property(lambda self: self.root / "plots")
-    bench_json = property(lambda self: self.root / "bench.json")
-    bench_md = property(lambda self: self.root / "bench.md")
+    bench_json = property(lambda self: self.root / BENCH_JSON)
+    bench_md = property(lambda self: self.root / BENCH_MD)
     # Labels of the evaluation splits and the teacher's logits on them, written by the teacher
     # stage so the report can compute fidelity and test metrics without running a model.
     labels = property(lambda self: self.root / "labels")
+    label_names = property(lambda self: self.root / "labels" / LABEL_NAMES)
+
+    def model(self, name: str) -> Path:
+        """An exported model's directory: ``teacher`` or ``student``."""
+        if name not in ("teacher", "student"):
+            raise ValueError(f"no model {name!r} in a run (teacher or student)")
+        return self.root / name
+
+    def provenance(self, name: str) -> Path:
+        return self.model(name) / PROVENANCE
+
+    def model_card(self, name: str) -> Path:
+        return self.model(name) / MODEL_CARD
+
+    def plot(self, name: str) -> Path:
+        return self.plots / name
+
+    def arm(self, acquisition: str) -> ArmDir:
+        return ArmDir(self.al / acquisition)
+
+    def encoded_split(self, split: str, key: str) -> Path:
+        """A tokenised split in the cache, keyed by what it was made from."""
+        return self.cache / f"{split}-{key}"
 
     def eval_labels(self, split: str) -> Path:
         return self.labels / f"{split}.npy"
@@ -88,28 +243,34 @@ class RunDir:
         """Each example's cluster id (films for the embedded data); absent: rows are the unit."""
         return self.labels / f"{split}_groups.npy"
 
-    clusters = property(lambda self: self.root / "labels" / "clusters.json")  # what a cluster is
+    clusters = property(lambda self: self.root / "labels" / CLUSTERS)  # what a cluster is
     # Test examples no choice has seen (a boolean mask): the confirmation set.
-    confirmation_mask = property(lambda self: self.root / "labels" / "test_unseen.npy")
+    confirmation_mask = property(lambda self: self.root / "labels" / CONFIRMATION_MASK)
 
     def teacher_logits(self, split: str) -> Path:
-        return self.teacher / f"{split}_logits.npy"
+        return split_logits_file(self.teacher, split)
 
     def student_logits(self, split: str) -> Path:
-        return self.student / f"{split}_logits.npy"
+        return split_logits_file(self.student, split)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a file through a temp file + rename: a crash never leaves half a file."""
+def write_atomically(path: Path, write: Callable[[str], object]) -> None:
+    """``write(tmp)`` into a temp file beside ``path`` (same suffix, as numpy and matplotlib
+    want), then rename it over ``path``: a crash never leaves half a file. Every file a run
+    writes goes through here."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    write_atomically(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def json_safe(obj: Any) -> Any:
@@ -130,7 +291,7 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 def save_array(path: Path, array: np.ndarray) -> None:
     """Save a numpy array atomically (``.npy``, never pickled)."""
-    _replace_atomically(path, ".npy", lambda tmp: np.save(tmp, np.asarray(array), allow_pickle=False))
+    write_atomically(path, lambda tmp: np.save(tmp, np.asarray(array), allow_pickle=False))
 
 
 def save_array_dir(path: Path, **arrays: np.ndarray) -> None:
@@ -140,7 +301,7 @@ def save_array_dir(path: Path, **arrays: np.ndarray) -> None:
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
     try:
         for name, array in arrays.items():
-            np.save(tmp / f"{name}.npy", np.asarray(array), allow_pickle=False)
+            np.save(array_file(tmp, name), np.asarray(array), allow_pickle=False)
         if path.is_dir():  # written meanwhile by another process, from the same inputs
             shutil.rmtree(tmp)
         else:
@@ -150,17 +311,22 @@ def save_array_dir(path: Path, **arrays: np.ndarray) -> None:
         raise
 
 
-def _replace_atomically(path: Path, suffix: str, write: Callable[[str], object]) -> None:
-    """``write(tmp)`` into a temp file beside ``path`` (``suffix`` kept, as numpy wants), then
-    rename it over ``path``: a crash never leaves half a file."""
+def write_dir_atomically(path: Path, write: Callable[[Path], object]) -> None:
+    """``write(tmp)`` fills a temp directory beside ``path``, which then replaces ``path`` whole
+    (the old one moved aside, then deleted): a crash leaves the old directory or the new one,
+    never half. Both model exports go through here."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-    os.close(fd)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
     try:
         write(tmp)
-        os.replace(tmp, path)
+        old = path.with_name(f".{path.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        if path.exists():
+            path.rename(old)
+        tmp.rename(path)
+        shutil.rmtree(old, ignore_errors=True)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
@@ -168,3 +334,12 @@ def load_array(path: Path) -> np.ndarray:
     if not path.is_file():
         raise CheckpointError(f"missing file {path}")
     return np.load(path, allow_pickle=False)
+
+
+def file_sha256(path: Path) -> str:
+    """The content hash the manifest records (read in 1 MiB blocks: weights can be large)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()

@@ -20,7 +20,7 @@ from ray import serve
 from raydistill.platform.config import ExperimentConfig, ServeConfig, load_config
 from raydistill.platform.errors import CheckpointError, ConfigError, RaydistillError
 from raydistill.platform.logs import quiet_libraries
-from raydistill.platform.rundir import RunDir, atomic_write_text
+from raydistill.platform.rundir import MODEL_CONFIG, RunDir, atomic_write_text, has_model
 from raydistill.serve.classifier import Classifier
 from raydistill.serve.facts import model_facts
 from raydistill.serve.gateway import Gateway, _describe
@@ -96,10 +96,10 @@ def model_ongoing_requests(settings: ServeConfig) -> int:
 
 def served_models(run: RunDir, names: list[str] | None = None) -> list[str]:
     """The models to serve: ``names`` (checked), else those the run directory holds."""
-    present = [n for n in MODEL_NAMES if (run.root / n / "config.json").is_file()]
+    present = [n for n in MODEL_NAMES if has_model(run.model(n))]
     if names is None:
         if not present:
-            raise CheckpointError(f"{run.root} holds neither student/ nor teacher/ (no config.json)")
+            raise CheckpointError(f"{run.root} holds neither student/ nor teacher/ (no {MODEL_CONFIG})")
         return present
     missing = [n for n in names if n not in present]
     if missing or not names:
@@ -115,7 +115,7 @@ def build_app(args: BuildArgs | dict[str, Any]) -> serve.Application:
     cfg = load_config(run.config)
     settings = serve_settings(cfg, args.overrides())
     token = args.token if args.token is not None else os.environ.get(TOKEN_ENV)
-    labels_file = run.labels / "label_names.json"
+    labels_file = run.label_names
     label_names = json.loads(labels_file.read_text(encoding="utf-8")) if labels_file.is_file() else None
     actor_options = {"num_cpus": settings.cpus_per_replica, "num_gpus": settings.gpus_per_replica}
     models = {}
@@ -290,7 +290,7 @@ def deploy(
     url = deploy_many(run_dir, [spec], host=host, port=port, token=token)[0]
     if write_config:
         run = RunDir.existing(run_dir)
-        atomic_write_text(run.root / "serve_config.yaml", serve_config_yaml(run, host, port, overrides, models))
+        atomic_write_text(run.serve_config, serve_config_yaml(run, host, port, overrides, models))
     return url
 
 

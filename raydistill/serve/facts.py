@@ -7,13 +7,15 @@ error. The study is read by the Gateway when asked (:func:`study_facts`, cached 
 :func:`study_signature` changes), from the run directory it serves, without Ray or a model.
 """
 
-import csv
 import json
 import math
 from pathlib import Path
 from typing import Any
 
-from raydistill.platform.rundir import RunDir, json_safe
+from raydistill.platform.rundir import (
+    MODEL_CONFIG, PLOT_ACTIVE_LEARNING, PLOT_AL_TEACHER, PLOT_BENCH, PLOT_FOREST, PLOT_LEARNING_CURVES,
+    PLOT_VAL_ACCURACY, TUNE_ERROR, TUNE_EXPERIMENT_STATE, TUNE_RESULT, VAL_LOGITS, RunDir, json_safe,
+)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -32,67 +34,31 @@ def _finite(value: Any) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def _first(sources: list[dict[str, Any]], keys: tuple[str, ...]) -> float | None:
-    for source in sources:
-        for key in keys:
-            if (x := _finite(source.get(key))) is not None:
-                return x
-    return None
-
-
-def _summary_accuracy(run: RunDir, provenance: dict[str, Any]) -> float | None:
-    """The student's cell (strategy, temperature) in ``summary.csv``: its mean val accuracy."""
-    if not run.summary_csv.is_file() or "strategy" not in provenance:
-        return None
-    try:
-        with run.summary_csv.open(newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-    except (OSError, csv.Error):
-        return None
-    for row in rows:
-        if row.get("strategy") != str(provenance["strategy"]):
-            continue
-        t = _finite(row.get("temperature"))
-        if t is not None and _finite(provenance.get("temperature")) not in (None, t):
-            continue
-        for key in ("val_accuracy_mean", "val_accuracy", "mean_val_accuracy"):
-            if (x := _finite(row.get(key))) is not None:
-                return x
-    return None
-
-
 def model_facts(run: RunDir, name: str) -> dict[str, Any]:
-    """What ``GET /v1/models`` says about a model besides its size: provenance and accuracy.
+    """What ``GET /v1/models`` says about a model besides its size: its card (provenance and
+    the one evaluation's figures). A missing or broken card gives ``None``s, never an error."""
+    from raydistill.platform import metrics as M
+    from raydistill.platform.export import read_provenance
 
-    Reads ``<model>/provenance.json`` (the student's, with ``metrics``), ``<model>/eval.json``
-    (the teacher's) and, for the student's mean over seeds when provenance lacks it, its cell
-    in ``<run>/summary.csv``. Missing files give ``None``s, never an error.
-    """
-    model_dir = run.root / name
-    provenance = _read_json(model_dir / "provenance.json")
-    evaluation = _read_json(model_dir / "eval.json")
-    metrics = provenance.get("metrics") if isinstance(provenance.get("metrics"), dict) else {}
-    sources = [evaluation, metrics, provenance]
-    val = _first(sources, ("validation_accuracy", "val_accuracy"))
-    cell_mean = _first(sources, ("val_accuracy_mean",))
-    if cell_mean is None and name == "student":
-        cell_mean = _summary_accuracy(run, provenance)
+    card = read_provenance(run.model(name))
+    if card is None:
+        return {"strategy": None, "teacher_layers": None, "temperature": None, "provenance": None,
+                "validation_accuracy": None, "validation_accuracy_mean_over_seeds": None, "test_accuracy": None}
     return {
-        "strategy": provenance.get("strategy"),
-        "teacher_layers": provenance.get("teacher_layers"),
-        "temperature": provenance.get("temperature"),
-        "provenance": provenance or None,
-        "validation_accuracy": val if val is not None else cell_mean,
+        "strategy": card.strategy,
+        "teacher_layers": card.teacher_layers,
+        "temperature": card.temperature,
+        "provenance": card.model_dump(mode="json"),
+        "validation_accuracy": _finite(card.validation.get(M.ACCURACY)),
         # The student's cell (strategy x temperature) averaged over seeds, when known.
-        "validation_accuracy_mean_over_seeds": cell_mean,
-        "test_accuracy": _first(sources, ("test_accuracy",)),
+        "validation_accuracy_mean_over_seeds": _finite(card.cell_validation_accuracy),
+        "test_accuracy": _finite(card.test.get(M.ACCURACY)),
     }
 
 
 # ---------------------------------------------------------------------------------------------
 # The study: what ``GET /v1/results`` and the results page show
 
-PLOT_AL_TEACHER = "al_curve.png"  # al/curve.png, by the teacher stage (the report's adds a band)
 NO_STUDY = ("no study results in this run yet: no finished student sweep "
             "(run `raydistill sweep RUN_DIR`, then `raydistill report RUN_DIR`)")
 
@@ -100,23 +66,18 @@ NO_STUDY = ("no study results in this run yet: no finished student sweep "
 def known_plots(run: RunDir) -> dict[str, tuple[Path, str]]:
     """The run's figures the service may send, by URL name: (path, caption). Only these names
     are ever served, and only where the file exists (see :func:`plot_path`)."""
-    from raydistill.platform.report.plots import (
-        PLOT_ACTIVE_LEARNING, PLOT_FOREST, PLOT_LEARNING_CURVES, PLOT_VAL_ACCURACY,
-    )
-    from raydistill.serve.bench import BENCH_PLOT
-
     return {
-        PLOT_FOREST: (run.plots / PLOT_FOREST,
+        PLOT_FOREST: (run.plot(PLOT_FOREST),
                       "Each strategy and cell against the best: difference, 95% interval, ±margin, verdict"),
-        PLOT_VAL_ACCURACY: (run.plots / PLOT_VAL_ACCURACY,
+        PLOT_VAL_ACCURACY: (run.plot(PLOT_VAL_ACCURACY),
                             "Validation accuracy per strategy and temperature (mean ± std over seeds)"),
-        PLOT_LEARNING_CURVES: (run.plots / PLOT_LEARNING_CURVES,
+        PLOT_LEARNING_CURVES: (run.plot(PLOT_LEARNING_CURVES),
                                "Learning curves of the completed trials (mean over seeds and temperatures)"),
-        PLOT_ACTIVE_LEARNING: (run.plots / PLOT_ACTIVE_LEARNING,
+        PLOT_ACTIVE_LEARNING: (run.plot(PLOT_ACTIVE_LEARNING),
                                "Active learning: the teacher's validation accuracy by labelled examples"),
-        PLOT_AL_TEACHER: (run.al / "curve.png",
+        PLOT_AL_TEACHER: (run.al_plot,
                          "Active learning: the teacher's validation accuracy by labelled examples"),
-        BENCH_PLOT: (run.plots / BENCH_PLOT, "Serving benchmark: throughput and p99 latency"),
+        PLOT_BENCH: (run.plot(PLOT_BENCH), "Serving benchmark: throughput and p99 latency"),
     }
 
 
@@ -133,12 +94,12 @@ def study_signature(run_dir: str | Path) -> tuple[Any, ...]:
     run = RunDir(run_dir)
     exp = run.tune_experiment
     paths = [exp, run.eval_labels("validation"), run.teacher_logits("validation"),
-             run.teacher / "eval.json", run.teacher / "config.json", run.student / "provenance.json",
+             run.provenance("teacher"), run.teacher / MODEL_CONFIG, run.provenance("student"),
              run.al, run.al_curve, run.bench_json, run.report, run.summary_csv,
              *(path for path, _ in known_plots(run).values())]
     if exp.is_dir():
-        paths += sorted(exp.glob("experiment_state-*.json"))
-        for pattern in ("*/result.json", "*/error.txt", "*/val_logits.npy"):
+        paths += sorted(exp.glob(TUNE_EXPERIMENT_STATE))
+        for pattern in (f"*/{TUNE_RESULT}", f"*/{TUNE_ERROR}", f"*/{VAL_LOGITS}"):
             paths += sorted(exp.glob(pattern))
     out = []
     for path in paths:
@@ -171,19 +132,19 @@ def _without_root(text: str, run: RunDir) -> str:
 
 def _teacher(run: RunDir, measured: dict[str, Any] | None, labels: Any) -> dict[str, Any]:
     """The teacher's figures: from its validation logits where the study read them (accuracy,
-    macro-F1, ECE, parameters), else from ``teacher/eval.json``; its test accuracy; the
-    majority-class baseline the ``retained gain`` column is measured from."""
+    macro-F1, ECE, parameters), else from its card; its test accuracy; the majority-class
+    baseline the ``retained gain`` column is measured from."""
     from raydistill.platform import metrics as M
     from raydistill.platform.report import majority_accuracy
+    from raydistill.platform.export import model_layers
     from raydistill.platform.report.trials import count_safetensors_params
 
     facts = model_facts(run, "teacher")
     measured = measured or {}
-    config = _read_json(run.teacher / "config.json")
     params = measured.get(M.PARAMS)
     accuracy = _finite(measured.get(M.ACCURACY))
     return {
-        "layers": config.get("num_hidden_layers"),
+        "layers": model_layers(run.teacher),
         "parameters": params if params is not None else count_safetensors_params(run.teacher),
         "validation_accuracy": accuracy if accuracy is not None else facts["validation_accuracy"],
         "macro_f1": _finite(measured.get(M.MACRO_F1)),
@@ -195,19 +156,18 @@ def _teacher(run: RunDir, measured: dict[str, Any] | None, labels: Any) -> dict[
 
 def _winner(run: RunDir, cells: Any) -> dict[str, Any]:
     """The best-mean cell (the one the study exports) and the exported student's provenance."""
-    from raydistill.platform import metrics as M
+    from raydistill.platform.export import read_provenance
     from raydistill.platform.report import choose_winner
 
-    provenance = _read_json(run.student / "provenance.json") or None
+    card = read_provenance(run.student)
     best = None
     if len(cells):
         strategy, temperature = choose_winner(cells)
         best = {"strategy": strategy, "temperature": temperature}
-    exported = None
-    if provenance and _finite(provenance.get(M.TEMPERATURE)) is not None:
-        exported = (provenance.get(M.STRATEGY), _finite(provenance.get(M.TEMPERATURE)))
+    exported = None if card is None else card.cell
     matches = None if best is None or exported is None else exported == (best["strategy"], best["temperature"])
-    return {"best_cell": best, "provenance": provenance, "exported_is_best_cell": matches}
+    return {"best_cell": best, "provenance": None if card is None else card.model_dump(mode="json"),
+            "exported_is_best_cell": matches}
 
 
 def _active_learning(run: RunDir) -> dict[str, Any] | None:
@@ -267,7 +227,6 @@ def study_facts(run_dir: str | Path) -> dict[str, Any]:
     """
     from raydistill.platform.errors import CheckpointError
     from raydistill.platform.report import COMPLETED, DUPLICATE, ERRORED, STOPPED_EARLY, analyse
-    from raydistill.platform.report.plots import PLOT_ACTIVE_LEARNING
     from raydistill.platform.report.render import policy_note, strategy_sentence, verdict_sentence
     from raydistill.platform.report.trials import find_experiment, optional_array
 

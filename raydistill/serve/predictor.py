@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from raydistill.platform.errors import CheckpointError
+from raydistill.platform.rundir import has_tokenizer
 
 if TYPE_CHECKING:  # torch is imported lazily: the Gateway replica never needs it
     import torch
@@ -83,7 +84,9 @@ class Predictor:
         and every label's probability by name, in label order (the HTTP API ranks and cuts them)."""
         if not texts:
             return []
-        probs = self.logits(texts).softmax(dim=-1)  # (N, C)
+        from raydistill.platform.metrics import softmax
+
+        probs = softmax(self.logits(texts).numpy())  # (N, C)
         out = []
         for row in probs.tolist():
             top = max(range(len(row)), key=row.__getitem__)
@@ -96,7 +99,7 @@ def _tokenizer_dir(model_dir: Path, tokenizer_dir: str | Path | None) -> Path:
     """The model's own tokenizer files, else the run's shared ``tokenizer/``."""
     if tokenizer_dir is not None:
         return Path(tokenizer_dir)
-    if any((model_dir / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
+    if has_tokenizer(model_dir):
         return model_dir
     shared = model_dir.parent / "tokenizer"
     if shared.is_dir():

@@ -30,7 +30,7 @@ from raydistill.platform.layers import lookup
 from raydistill.platform.machine import release_freed_memory
 from raydistill.platform.pool import PoolLearner
 from raydistill.platform.prepared import load_encoded
-from raydistill.platform.rundir import atomic_write_json
+from raydistill.platform.rundir import ArmDir, atomic_write_json
 from raydistill.platform.text import LengthBucketSampler
 
 
@@ -114,7 +114,7 @@ class ActiveLearner:
     """Ray actor around a PoolLearner, persisted under ``state_dir`` after every change."""
 
     def __init__(self, state_dir: str, learner: dict[str, Any], plan: ScoringPlan, pool_file: str) -> None:
-        self._path = Path(state_dir) / "state.json"
+        self._path = ArmDir(Path(state_dir)).state
         self._plan = plan
         # The tokenised pool is read from the run's cache, never passed as one object: a
         # restarted actor (max_restarts=-1) rebuilds itself from files alone, whatever became of

@@ -19,10 +19,7 @@ from typing import Any
 
 from raydistill.platform import errors
 from raydistill.platform.errors import RaydistillError
-from raydistill.platform.rundir import atomic_write_json
-
-FATAL_FILE = "fatal.json"
-
+from raydistill.platform.rundir import atomic_write_json, fatal_file
 
 def deterministic(err: BaseException) -> RaydistillError | None:
     """``err`` as one of raydistill's own errors (also when it crossed an actor call, where
@@ -49,12 +46,12 @@ def record(directory: str | Path, err: RaydistillError) -> None:
     cause = getattr(err, "cause", None)
     original = cause if isinstance(cause, RaydistillError) else err
     message = str(original).strip() or type(original).__name__
-    atomic_write_json(Path(directory) / FATAL_FILE, {"type": type(original).__name__, "message": message})
+    atomic_write_json(fatal_file(directory), {"type": type(original).__name__, "message": message})
 
 
 def recorded(directory: str | Path) -> RaydistillError | None:
     """The error a worker recorded in ``directory``, rebuilt as its class; None if none."""
-    path = Path(directory) / FATAL_FILE
+    path = fatal_file(directory)
     if not path.is_file():
         return None
     try:
@@ -69,7 +66,7 @@ def recorded(directory: str | Path) -> RaydistillError | None:
 def fit(trainer: Any, directory: str | Path) -> Any:
     """``trainer.fit()`` whose workers record deterministic errors in ``directory``: raises the
     recorded error (its own class, one message) instead of Train's wrapper or a result."""
-    (Path(directory) / FATAL_FILE).unlink(missing_ok=True)  # a new attempt: the cause may be fixed
+    fatal_file(directory).unlink(missing_ok=True)  # a new attempt: the cause may be fixed
     try:
         result = trainer.fit()
     except Exception:

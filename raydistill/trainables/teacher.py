@@ -12,8 +12,8 @@ doubled.
 from __future__ import annotations
 
 import csv
+import io
 import json
-import os
 import shutil
 import tempfile
 import threading
@@ -45,9 +45,11 @@ from raydistill.platform.fastpath import (
     select_device,
 )
 from raydistill.platform.logs import log
+from raydistill.platform.errors import CheckpointError
+from raydistill.platform.export import Provenance, export_model, model_layers
 from raydistill.platform.models import (
-    accuracy,
     build_teacher,
+    derive_seed,
     eval_batch_size,
     load_classifier,
     predict_logits,
@@ -56,7 +58,7 @@ from raydistill.platform.models import (
     unwrap,
 )
 from raydistill.platform.prepared import PreparedData, load_encoded, transfer_indices
-from raydistill.platform.rundir import RunDir, atomic_write_json, load_array, save_array
+from raydistill.platform.rundir import ArmDir, CheckpointDir, RunDir, atomic_write_json, atomic_write_text, load_array, save_array
 from raydistill.platform.tracking import TeacherTracker
 from raydistill.trainables.active_learner import ActiveLearner, ScoringPlan
 from raydistill.trainables.inference import idle_cpus, split_logits
@@ -64,10 +66,6 @@ from raydistill.trainables import failures
 from raydistill.trainables.resources import Demand, preflight
 
 RoundListener = Callable[[str, dict[str, Any]], None]  # (acquisition, curve point)
-STATE_FILE = "state.json"
-MODEL_DIR = "model"
-RNG_FILE = "torch_rng_rank{rank}.npy"  # each Train rank's RNG state, in the round's checkpoint
-ROUND0_DIR = "round0"  # the round-0 teacher, which every other arm starts from
 
 
 @dataclass(frozen=True)
@@ -137,11 +135,9 @@ def _evaluate(model, encoded, batch_size: int, pad_token_id: int, device, rank: 
 
 
 def _save_checkpoint(model, round: int, labeled_count: int, acquisition: str, directory: Path) -> None:
-    save_classifier(model, directory / MODEL_DIR)
-    atomic_write_json(
-        directory / STATE_FILE,
-        {"round": round, "labeled_count": labeled_count, "acquisition": acquisition},
-    )
+    checkpoint = CheckpointDir(directory)
+    save_classifier(model, checkpoint.model)
+    atomic_write_json(checkpoint.state, {"round": round, "labeled_count": labeled_count, "acquisition": acquisition})
 
 
 def _rng_states(world: int) -> list[np.ndarray]:
@@ -162,9 +158,10 @@ def _restore(checkpoint, rank: int, attention: str | None = None) -> tuple[torch
     if checkpoint is None:
         return None, 0
     with checkpoint.as_directory() as directory:
-        state = json.loads((Path(directory) / STATE_FILE).read_text(encoding="utf-8"))
-        model = load_classifier(Path(directory) / MODEL_DIR, attention)
-        rng = Path(directory) / RNG_FILE.format(rank=rank)
+        files = CheckpointDir(Path(directory))
+        state = json.loads(files.state.read_text(encoding="utf-8"))
+        model = load_classifier(files.model, attention)
+        rng = files.rank_rng(rank)
         if rng.is_file():
             torch.set_rng_state(torch.from_numpy(load_array(rng)))
     return model, int(state["round"]) + 1
@@ -224,7 +221,7 @@ def _train_rounds(config: dict[str, Any]) -> None:
         train_loss = 0.0
         for epoch in range(t.epochs_per_round):
             loader = make_loader(pool, t.batch_size, indices=labeled, shuffle=True,
-                                 seed=cfg.seed + 1000 * round + epoch, num_replicas=world,
+                                 seed=derive_seed(cfg.seed, round, epoch), num_replicas=world,
                                  rank=rank, pad_token_id=config["pad_token_id"], **loader_kwargs(device, perf))
             if device.type == "cuda":  # Ray copies batches on a side stream, non-blocking when pinned
                 loader = ray.train.torch.prepare_data_loader(loader, add_dist_sampler=False,
@@ -247,18 +244,16 @@ def _finish_round(model, eval_model, row, validation, learner, config, rank, wor
     if rank != 0:
         ray.train.report(row)
         return
-    labels = torch.tensor(validation.labels)  # a copy: the cache is mapped read-only
-    row.update({M.VAL_LOSS: torch.nn.functional.cross_entropy(logits, labels).item(),
-                M.VAL_ACCURACY: accuracy(logits, labels)})
-    save_array(Path(config["al_dir"]) / f"val_logits_round{row[M.ROUND]}.npy", logits.numpy())
+    row.update(M.reported(M.evaluate(logits.numpy(), validation.labels)))
+    arm = ArmDir(Path(config["al_dir"]))
+    save_array(arm.round_logits(row[M.ROUND]), logits.numpy())
     ray.get(learner.record.remote(row[M.ROUND], row))
     if row[M.ROUND] == 0:  # the other arms start from here: same initial set, same seed
-        _save_checkpoint(unwrap(model), 0, row[M.LABELED_COUNT], config["acquisition"],
-                         Path(config["al_dir"]) / ROUND0_DIR)
+        _save_checkpoint(unwrap(model), 0, row[M.LABELED_COUNT], config["acquisition"], arm.round0)
     with tempfile.TemporaryDirectory() as tmp:
         _save_checkpoint(unwrap(model), row[M.ROUND], row[M.LABELED_COUNT], config["acquisition"], Path(tmp))
         for r, state in enumerate(rng):
-            save_array(Path(tmp) / RNG_FILE.format(rank=r), state)
+            save_array(CheckpointDir(Path(tmp)).rank_rng(r), state)
         ray.train.report(row, checkpoint=Checkpoint.from_directory(tmp))
 
 
@@ -346,18 +341,19 @@ def train_teacher(
     plan = ScoringPlan(acquisition, al.scorers, al.cpus_per_scorer, al.gpus_per_scorer,
                        al.score_batch_size, al.mc_dropout_samples, data.pad_token_id,
                        cfg.threads_per_worker, cfg.performance)
+    arm = run.arm(acquisition)
     learner = ActiveLearner.options(name=learner_name, namespace=namespace).remote(
-        str(run.al / acquisition),
+        str(arm.path),
         {"pool_size": len(data.encoded["train"]), "initial_labeled": al.initial_labeled,
          "query_size": al.query_size, "rounds": al.rounds, "seed": cfg.seed},
         plan, str(data.files["train"]))
     round0 = None
     if start_from is not None:
-        round0 = str(run.al / start_from.acquisition / ROUND0_DIR)
+        origin = run.arm(start_from.acquisition)
+        round0 = str(origin.round0)
         ray.get(learner.record.remote(0, start_from.curve[0]))
-        (run.al / acquisition).mkdir(parents=True, exist_ok=True)
-        shutil.copy(run.al / start_from.acquisition / "val_logits_round0.npy",
-                    run.al / acquisition / "val_logits_round0.npy")
+        arm.path.mkdir(parents=True, exist_ok=True)
+        shutil.copy(origin.round_logits(0), arm.round_logits(0))
     t = cfg.teacher
     trainer = TorchTrainer(
         train_loop_per_worker,
@@ -366,7 +362,7 @@ def train_teacher(
             "validation_file": str(data.files["validation"]),
             "learner_name": learner_name, "namespace": namespace, "acquisition": acquisition,
             "label_names": list(data.dataset.label_names), "vocab_size": len(data.tokenizer),
-            "al_dir": str(run.al / acquisition), "start_from": round0,
+            "al_dir": str(arm.path), "start_from": round0,
             "pad_token_id": data.pad_token_id, "round_hook": round_hook,
         },
         scaling_config=ScalingConfig(
@@ -381,61 +377,52 @@ def train_teacher(
     )
     try:
         with _RoundProgress(learner, acquisition, cfg.al.rounds, on_round=on_round):
-            result = failures.fit(trainer, run.al / acquisition)
+            result = failures.fit(trainer, arm.path)
         if result.checkpoint is None:
-            raise RuntimeError(f"teacher run '{acquisition}' produced no checkpoint: {result.error}")
+            raise CheckpointError(f"teacher run '{acquisition}' produced no checkpoint: {result.error}")
         curve = ray.get(learner.curve.remote())
         labeled = ray.get(learner.labeled_indices.remote())
     finally:
         ray.kill(learner)
-    return TeacherRun(acquisition, Path(result.checkpoint.path) / MODEL_DIR, curve, labeled)
+    return TeacherRun(acquisition, CheckpointDir(Path(result.checkpoint.path)).model, curve, labeled)
 
 
 def write_curve(run: RunDir, runs: list[TeacherRun]) -> Path:
     """``al/curve.csv``: one line per (acquisition, round)."""
-    run.al.mkdir(parents=True, exist_ok=True)
     fields = ["acquisition", M.ROUND, M.LABELED_COUNT, M.VAL_ACCURACY, M.VAL_LOSS, M.TRAIN_LOSS]
-    tmp = run.al_curve.with_suffix(".tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
-        for r in runs:
-            for point in r.curve:
-                writer.writerow({"acquisition": r.acquisition, **point})
-    os.replace(tmp, run.al_curve)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=fields, extrasaction="ignore")
+    writer.writeheader()
+    for r in runs:
+        for point in r.curve:
+            writer.writerow({"acquisition": r.acquisition, **point})
+    atomic_write_text(run.al_curve, text.getvalue())
     return run.al_curve
 
 
-def export_teacher(cfg: ExperimentConfig, run: RunDir, data: PreparedData, checkpoint_dir: Path) -> dict[str, float]:
-    """Copy the final checkpoint to ``<run>/teacher`` (HF dir + tokenizer) and cache its logits
-    on the evaluation splits and on the transfer set (the pool rows no student reads stay NaN,
-    so a misread would show, not pass); returns the teacher's validation/test accuracy."""
-    if run.teacher.exists():
-        shutil.rmtree(run.teacher)
-    shutil.copytree(checkpoint_dir, run.teacher)
-    data.tokenizer.save_pretrained(str(run.teacher))
+def export_teacher(cfg: ExperimentConfig, run: RunDir, data: PreparedData, checkpoint_dir: Path) -> Provenance:
+    """Export the final checkpoint to ``<run>/teacher`` with its logits on the evaluation splits
+    and on the transfer set (the pool rows no student reads stay NaN, so a misread would show,
+    not pass) and its card; returns the card."""
     pool = data.encoded["train"]
     transfer = transfer_indices(len(pool), cfg.student.transfer_size, cfg.seed)
     splits = {"train": pool.subset(transfer), "validation": data.encoded["validation"],
               "test": data.encoded["test"]}
-    logits = split_logits(str(run.teacher), splits, eval_batch_size(cfg.student.batch_size), data.pad_token_id,
+    logits = split_logits(str(checkpoint_dir), splits, eval_batch_size(cfg.student.batch_size), data.pad_token_id,
                           threads=idle_cpus(), num_cpus=min(1.0, cfg.sweep.cpus_per_trial),
                           num_gpus=1 if cfg.teacher.use_gpu else 0, perf=cfg.performance)
     pool_logits = np.full((len(pool), logits["train"].shape[1]), np.nan, dtype=np.float32)
     pool_logits[transfer] = logits["train"]
     logits["train"] = pool_logits
-    for name, array in logits.items():
-        save_array(run.teacher_logits(name), array)
-    scores = {
-        f"{name}_accuracy": float((logits[name].argmax(-1) == data.encoded[name].labels).mean())
-        for name in ("validation", "test")
-    }
-    atomic_write_json(run.teacher / "eval.json", scores)
-    return scores
+    card = Provenance(
+        role="teacher", num_layers=model_layers(checkpoint_dir), teacher_num_layers=model_layers(checkpoint_dir),
+        seed=cfg.seed, exported=f"the {cfg.al.acquisition} arm's last round",
+        **{split: M.evaluate(logits[split], data.encoded[split].labels) for split in ("validation", "test")})
+    export_model(checkpoint_dir, run.teacher, data.tokenizer, card, logits)
+    return card
 
 
-def run_teacher_stage(cfg: ExperimentConfig, run: RunDir, data: PreparedData,
-                      round_hook: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+def run_teacher_stage(cfg: ExperimentConfig, run: RunDir, data: PreparedData) -> dict[str, Any]:
     """The whole teacher stage: the chosen acquisition (+ the random baseline when asked),
     the exported teacher, its cached logits and the learning curve, tracked round by round
     (``tracking``: TensorBoard under ``RUN/tensorboard/teacher``, MLflow when asked)."""
@@ -448,11 +435,11 @@ def run_teacher_stage(cfg: ExperimentConfig, run: RunDir, data: PreparedData,
             tracker.log_curve(acquisition, arm.curve)  # any round the progress poll missed
         return arm
 
-    runs = [tracked(cfg.al.acquisition, round_hook=round_hook)]
+    runs = [tracked(cfg.al.acquisition)]
     if cfg.al.compare_random and cfg.al.acquisition != "random":
         runs.append(tracked("random", start_from=runs[0]))
     write_curve(run, runs)
-    scores = export_teacher(cfg, run, data, runs[0].checkpoint_dir)
-    log.info(f"[teacher] exported to {run.teacher} (val acc {scores['validation_accuracy']:.4f}, "
-             f"test acc {scores['test_accuracy']:.4f}) in {time.monotonic() - started:.0f}s")
-    return {"runs": runs, **scores}
+    card = export_teacher(cfg, run, data, runs[0].checkpoint_dir)
+    log.info(f"[teacher] exported to {run.teacher} (val acc {card.validation[M.ACCURACY]:.4f}, "
+             f"test acc {card.test[M.ACCURACY]:.4f}) in {time.monotonic() - started:.0f}s")
+    return {"runs": runs, "card": card}

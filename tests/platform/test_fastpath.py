@@ -219,7 +219,7 @@ def test_loader_kwargs_pin_memory_only_for_cuda(tmp_path) -> None:
 
 def test_cpu_is_chosen_whenever_torch_sees_no_cuda(monkeypatch) -> None:
     """A (fractional) GPU from Ray on a node without CUDA: the CPU, and Ray's device is not asked."""
-    from raydistill.trainables.student import _device
+    from raydistill.trainables.student_trial import _device
 
     def ray_device():
         raise AssertionError("asked Ray for a CUDA device torch cannot use")
@@ -287,7 +287,7 @@ def built_run(tmp_path):
     run = RunDir(tmp_path / "study-20261201-000000")
     run.root.mkdir(parents=True)
     run.config.write_text(dump_config(config_from_dict({"name": "study"})))
-    run.stages.write_text(json.dumps({"teacher": {"finished": "2026-12-01T00:00:00", "labeled": [1, 2]}}))
+    run.legacy_stages.write_text(json.dumps({"teacher": {"finished": "2026-12-01T00:00:00", "labeled": [1, 2]}}))
     run.tune_experiment.mkdir(parents=True)  # the sweep has started too
     return run
 

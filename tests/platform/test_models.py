@@ -13,7 +13,6 @@ from transformers import BertForSequenceClassification, BertTokenizerFast
 from raydistill.platform.config import TeacherConfig
 from raydistill.platform.errors import CheckpointError, DataError
 from raydistill.platform.models import (
-    accuracy,
     autocast_context,
     build_teacher,
     count_parameters,
@@ -133,13 +132,6 @@ def test_predict_logits_in_index_order(model):
 def test_predict_logits_empty_loader(model):
     with pytest.raises(DataError):
         predict_logits(model, [], torch.device("cpu"))
-
-
-def test_accuracy_hand_computed():
-    logits = torch.tensor([[2.0, 1.0], [0.0, 3.0], [5.0, -1.0], [0.1, 0.2]])
-    assert accuracy(logits, torch.tensor([0, 1, 1, 0])) == pytest.approx(0.5)
-    with pytest.raises(DataError):
-        accuracy(logits[:0], torch.tensor([], dtype=torch.long))
 
 
 def test_count_parameters():

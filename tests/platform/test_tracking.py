@@ -46,7 +46,7 @@ def test_tracking_may_change_on_a_run_whose_stages_are_built(tmp_path) -> None:
     run = RunDir(tmp_path / "study-20261201-000000")
     run.root.mkdir(parents=True)
     run.config.write_text(dump_config(_cfg()))
-    run.stages.write_text(json.dumps({"teacher": {"finished": "2026-12-01T00:00:00", "labeled": [1, 2]}}))
+    run.legacy_stages.write_text(json.dumps({"teacher": {"finished": "2026-12-01T00:00:00", "labeled": [1, 2]}}))
     run.tune_experiment.mkdir(parents=True)  # the sweep started too
     _, cfg = open_run(run.root, ["tracking.mlflow_uri=local", "tracking.tensorboard=false"])
     assert cfg.tracking.mlflow_uri == "local" and not cfg.tracking.tensorboard

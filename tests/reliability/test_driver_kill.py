@@ -18,8 +18,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 
 def test_a_driver_killed_mid_teacher_resumes_to_the_uninterrupted_picks(tiny_teacher_run, make_tiny_config, tmp_path):
-    from raydistill.pipeline import new_run, open_run, run_teacher
-    from raydistill.platform.prepared import prepare_data
+    from raydistill.pipeline import StudyRun, new_run, open_run, run_stages
+    from raydistill.platform import manifest
 
     _, run0, _, info0 = tiny_teacher_run
     cfg = make_tiny_config(tmp_path / "runs")
@@ -42,9 +42,9 @@ def test_a_driver_killed_mid_teacher_resumes_to_the_uninterrupted_picks(tiny_tea
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and every Ray process it started
         proc.wait(timeout=60)
-    assert "teacher" not in json.loads(run.stages.read_text()) if run.stages.is_file() else True
+    assert "teacher" not in manifest.finished(run)
     run, cfg = open_run(run.root)
-    info = run_teacher(cfg, run, prepare_data(cfg, run))
+    info = run_stages(StudyRun(cfg, run), ["teacher"])["teacher"]
     assert info["labeled"] == info0["labeled"]
     arms = [d.name for d in run0.al.iterdir() if (d / "state.json").is_file()]
     assert "entropy" in arms

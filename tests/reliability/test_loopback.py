@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 _PROBE = """
 import json
 import ray
-from raydistill.pipeline import ray_session
+from raydistill.session import ray_session
 with ray_session():
     node = ray._private.worker.global_worker.node
     print(json.dumps({"metrics": node.metrics_export_port, "agent": node.dashboard_agent_listen_port}))

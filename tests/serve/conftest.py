@@ -144,6 +144,8 @@ def _write_study(root: Path) -> None:
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
     from raydistill.platform.config import config_from_dict, dump_config
+    from raydistill.platform.export import Provenance, write_provenance
+    from raydistill.platform.rundir import RunDir
     from raydistill.platform.text import build_tokenizer
 
     root = tmp_path_factory.mktemp("serve") / "tiny-run"
@@ -171,16 +173,15 @@ def tiny_run(tmp_path_factory) -> Path:
         model.save_pretrained(root / name)
         tokenizer.save_pretrained(root / name)
     (root / "labels").mkdir()
-    (root / "labels" / "label_names.json").write_text(json.dumps(LABEL_NAMES))
-    (root / "teacher" / "eval.json").write_text(
-        json.dumps({"validation_accuracy": 0.875, "test_accuracy": 0.8125})
-    )
-    (root / "student" / "provenance.json").write_text(json.dumps({
-        "strategy": "uniform", "teacher_layers": TEACHER_LAYERS, "teacher_num_layers": 4,
-        "student_num_layers": 2, "temperature": 2.0, "alpha": 0.5, "lr": 0.003, "seed": 0, "seeds": [0, 1],
-        "exported": "the seed with the best validation accuracy in the winning cell",
-        "metrics": {"val_accuracy_mean": 0.8125, "val_accuracy": 0.8125, "test_accuracy": 0.75},
-    }))
+    run = RunDir(root)
+    run.label_names.write_text(json.dumps(LABEL_NAMES))
+    write_provenance(run.teacher, Provenance(role="teacher", num_layers=4, teacher_num_layers=4, exported="the teacher",
+                                             validation={"accuracy": 0.875}, test={"accuracy": 0.8125}))
+    write_provenance(run.student, Provenance(
+        role="student", num_layers=2, teacher_num_layers=4, strategy="uniform", teacher_layers=TEACHER_LAYERS,
+        temperature=2.0, alpha=0.5, lr=0.003, seed=0, seeds=[0, 1],
+        exported="the seed with the best validation accuracy in the winning cell",
+        validation={"accuracy": 0.8125}, test={"accuracy": 0.75}, cell_validation_accuracy=0.8125))
     _write_study(root)
     return root
 

@@ -56,7 +56,8 @@ def test_bench_writes_json_md_and_plot_with_sane_numbers(served, tiny_run):
     """Against the running app (as after ``raydistill serve``): only the baseline is deployed."""
     from ray import serve
 
-    from raydistill.serve.bench import BASELINE_APP, run_bench
+    from raydistill.serve.bench import run_bench
+    from raydistill.serve.http_bench import BASELINE_APP
 
     cfg = BenchConfig(batch_sizes=[1, 8], concurrency=[1, 8], requests_per_level=16,
                       seconds_per_level=2.0, texts_per_request=[1, 3])

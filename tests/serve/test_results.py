@@ -48,7 +48,7 @@ def _raw_get(url: str, path: str, token: str) -> tuple[int, bytes]:
 
 def _bench_json(run: RunDir) -> dict:
     """A bench.json in the bench's format, its summary and headline made by the bench's own code."""
-    from raydistill.serve.bench import _summary, headline
+    from raydistill.serve.bench_report import headline, summarize_bench as _summary
 
     def level(tps: float) -> dict:
         return {"texts_per_s": tps, "req_per_s": tps, "p50_ms": 10.0, "p95_ms": 20.0, "p99_ms": 30.0,

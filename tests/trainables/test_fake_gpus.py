@@ -77,7 +77,7 @@ CHILD = textwrap.dedent(r'''
     try:
         # (a) preflight sees the logical GPUs: 3 per trial can never run, 0.5 can.
         from raydistill.trainables.resources import cluster_capacity
-        from raydistill.trainables.student import preflight_sweep
+        from raydistill.trainables.sweep import preflight_sweep
         from raydistill.trainables.teacher import preflight_teacher
 
         capacity = cluster_capacity()
@@ -107,7 +107,7 @@ CHILD = textwrap.dedent(r'''
                 # teacher used to take as is, and torch here cannot use.
                 from ray.air._internal.torch_utils import get_devices
                 from raydistill.platform.fastpath import select_device
-                from raydistill.trainables.student import _device
+                from raydistill.trainables.student_trial import _device
 
                 ray_device = lambda: get_devices()[0]
                 return {"gpu_ids": [str(g) for g in ray.get_gpu_ids()],

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from raydistill.platform import logs
-from raydistill.trainables.student import _ProgressLine
+from raydistill.trainables.sweep import _ProgressLine
 
 pytestmark = pytest.mark.unit
 

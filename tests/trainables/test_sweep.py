@@ -19,6 +19,7 @@ import torch
 
 from raydistill.platform.layers import teacher_layer_indices
 from raydistill.platform.report import load_results, summarize
+from raydistill.platform.rundir import VAL_LOGITS
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(1200)]
 
@@ -99,7 +100,8 @@ def test_teacher_runs_only_when_hidden_loss_is_on(tiny_teacher_run, monkeypatch,
     from transformers import BertForSequenceClassification
 
     from raydistill.platform.config import ExperimentConfig
-    from raydistill.trainables import student as student_module
+    from raydistill.trainables import student_trial as student_module
+    from raydistill.trainables.sweep import shared_data
 
     cfg, run, data, info = tiny_teacher_run
     cfg = ExperimentConfig.model_validate({**cfg.model_dump(mode="json"), "student": {
@@ -114,7 +116,7 @@ def test_teacher_runs_only_when_hidden_loss_is_on(tiny_teacher_run, monkeypatch,
     monkeypatch.setattr(BertForSequenceClassification, "forward", counting_forward)
     fake = _FakeTune(tmp_path / "trial")
     monkeypatch.setattr(student_module, "tune", fake)
-    shared = student_module._shared_data(cfg, run, data, info["labeled"])
+    shared = shared_data(cfg, run, data, info["labeled"])
     shared["experiment_dir"] = str(tmp_path)
     student_module.train_student({"strategy": "top", "temperature": 2.0, "seed": 0, "alpha": 0.5, "lr": 0.003}, shared)
     assert calls["student"] > 0
@@ -125,7 +127,8 @@ def test_teacher_runs_only_when_hidden_loss_is_on(tiny_teacher_run, monkeypatch,
 @pytest.mark.parametrize("every_epoch", [True, False])
 def test_validation_runs_every_epoch_or_only_after_the_last(tiny_teacher_run, monkeypatch, tmp_path, every_epoch):
     from raydistill.platform.config import ExperimentConfig
-    from raydistill.trainables import student as student_module
+    from raydistill.trainables import student_trial as student_module
+    from raydistill.trainables.sweep import shared_data
 
     cfg, run, data, info = tiny_teacher_run
     cfg = ExperimentConfig.model_validate({**cfg.model_dump(mode="json"), "student": {
@@ -135,28 +138,29 @@ def test_validation_runs_every_epoch_or_only_after_the_last(tiny_teacher_run, mo
     monkeypatch.setattr(student_module, "_validate", lambda *a: passes.append(1) or validate(*a))
     fake = _FakeTune(tmp_path / "trial")
     monkeypatch.setattr(student_module, "tune", fake)
-    shared = {**student_module._shared_data(cfg, run, data, info["labeled"]), "experiment_dir": str(tmp_path)}
+    shared = {**shared_data(cfg, run, data, info["labeled"]), "experiment_dir": str(tmp_path)}
     student_module.train_student({"strategy": "top", "temperature": 2.0, "seed": 0, "alpha": 0.5, "lr": 0.003}, shared)
     assert [r["epoch"] for r in fake.reports] == [1, 2]
     assert ("val_accuracy" in fake.reports[0]) is every_epoch
     assert 0 < fake.reports[-1]["val_accuracy"] < 1 and len(passes) == (2 if every_epoch else 1)
-    assert (tmp_path / "trial" / student_module.VAL_LOGITS).is_file()
+    assert (tmp_path / "trial" / VAL_LOGITS).is_file()
 
 
 def test_same_trial_gives_identical_logits_whatever_ran_before(tiny_teacher_run, monkeypatch, tmp_path):
     """A trial's seed sets every RNG at its start: (strategy, T, seed) run twice in one process
     (as a reused Tune actor would), with another trial and stray draws in between, gives
     bit-identical validation logits; another seed gives different ones."""
-    from raydistill.trainables import student as student_module
+    from raydistill.trainables import student_trial as student_module
+    from raydistill.trainables.sweep import shared_data
 
     cfg, run, data, info = tiny_teacher_run
-    shared = {**student_module._shared_data(cfg, run, data, info["labeled"]), "experiment_dir": str(tmp_path)}
+    shared = {**shared_data(cfg, run, data, info["labeled"]), "experiment_dir": str(tmp_path)}
 
     def val_logits(seed: int, name: str) -> np.ndarray:
         monkeypatch.setattr(student_module, "tune", _FakeTune(tmp_path / name))
         trial = {"strategy": "uniform", "temperature": 2.0, "seed": seed, "alpha": 0.5, "lr": 0.003}
         student_module.train_student(trial, shared)
-        return np.load(tmp_path / name / student_module.VAL_LOGITS)
+        return np.load(tmp_path / name / VAL_LOGITS)
 
     first = val_logits(0, "a")
     other = val_logits(1, "b")
@@ -171,11 +175,12 @@ def test_a_trial_resumed_mid_way_ends_where_an_uninterrupted_one_does(tiny_teach
     dropout RNG): its final validation logits equal an uninterrupted trial's, bit for bit."""
     import contextlib
 
-    from raydistill.trainables import student as student_module
+    from raydistill.trainables import student_trial as student_module
+    from raydistill.trainables.sweep import shared_data
 
     cfg, run, data, info = tiny_teacher_run
     assert cfg.student.epochs == 2
-    shared = {**student_module._shared_data(cfg, run, data, info["labeled"]), "experiment_dir": str(tmp_path)}
+    shared = {**shared_data(cfg, run, data, info["labeled"]), "experiment_dir": str(tmp_path)}
     trial = {"strategy": "odd", "temperature": 2.0, "seed": 0, "alpha": 0.5, "lr": 0.003}
 
     class Keeping(_FakeTune):
@@ -197,14 +202,15 @@ def test_a_trial_resumed_mid_way_ends_where_an_uninterrupted_one_does(tiny_teach
     torch.rand(1000)  # a fresh actor's RNG is anywhere
     student_module.train_student(trial, shared)
     assert [r["epoch"] for r in resuming.reports] == [2]  # only the epoch the kill cost
-    whole = np.load(tmp_path / "whole" / student_module.VAL_LOGITS)
-    assert np.array_equal(whole, np.load(tmp_path / "resumed" / student_module.VAL_LOGITS))
+    whole = np.load(tmp_path / "whole" / VAL_LOGITS)
+    assert np.array_equal(whole, np.load(tmp_path / "resumed" / VAL_LOGITS))
 
 
 def test_frozen_embeddings_stay_the_teachers_while_layers_learn(tiny_teacher_run, monkeypatch, tmp_path):
     from raydistill.platform.config import ExperimentConfig
     from raydistill.platform.models import load_classifier
-    from raydistill.trainables import student as student_module
+    from raydistill.trainables import student_trial as student_module
+    from raydistill.trainables.sweep import shared_data
 
     cfg, run, data, info = tiny_teacher_run
     cfg = ExperimentConfig.model_validate({**cfg.model_dump(mode="json"), "student": {
@@ -213,7 +219,7 @@ def test_frozen_embeddings_stay_the_teachers_while_layers_learn(tiny_teacher_run
     monkeypatch.setattr(student_module, "save_classifier",
                         lambda model, path, **_: saved.update({k: v.clone() for k, v in model.state_dict().items()}))
     monkeypatch.setattr(student_module, "tune", _FakeTune(tmp_path / "trial"))
-    shared = {**student_module._shared_data(cfg, run, data, info["labeled"]), "experiment_dir": str(tmp_path)}
+    shared = {**shared_data(cfg, run, data, info["labeled"]), "experiment_dir": str(tmp_path)}
     student_module.train_student({"strategy": "bottom", "temperature": 2.0, "seed": 0, "alpha": 0.5, "lr": 0.003}, shared)
     teacher = load_classifier(run.teacher).state_dict()
     embeddings = [k for k in saved if ".embeddings." in k]
@@ -243,7 +249,7 @@ def _finished_trials(experiment: Path) -> dict[str, str]:
 @pytest.mark.slow
 def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tiny_teacher_run, teacher_only_run, tmp_path):
     from raydistill.pipeline import open_run
-    from raydistill.trainables.student import run_sweep
+    from raydistill.trainables.sweep import run_sweep
 
     _, _, data, info = tiny_teacher_run
     root = teacher_only_run
@@ -309,7 +315,7 @@ def _completed_trials(root: Path) -> dict[str, str]:
 def test_grid_points_cross_axes_and_take_tuned_values(make_tiny_config, tmp_path):
     """The grid is strategy x temperature x seed; alpha and lr come from the Optuna phase per
     strategy when it ran, from the config otherwise."""
-    from raydistill.trainables.student import grid_points
+    from raydistill.trainables.sweep import grid_points
 
     cfg = make_tiny_config(tmp_path)
     tuned = {"top": {"alpha": 0.9, "lr": 1e-4}}
@@ -326,13 +332,14 @@ def test_a_trial_retried_after_a_deterministic_error_fails_at_once(tiny_teacher_
     """A trial that meets one of raydistill's own errors (here: its teacher is gone) records
     it; Tune's retry of the trial raises the same error at once, loading nothing."""
     from raydistill.platform.errors import CheckpointError
-    from raydistill.trainables import student as student_module
+    from raydistill.trainables import student_trial as student_module
+    from raydistill.trainables.sweep import shared_data
 
     cfg, run, data, info = tiny_teacher_run
     fake = _FakeTune(tmp_path / "trial")
     (tmp_path / "trial").mkdir()
     monkeypatch.setattr(student_module, "tune", fake)
-    shared = student_module._shared_data(cfg, run, data, info["labeled"])
+    shared = shared_data(cfg, run, data, info["labeled"])
     shared.update(experiment_dir=str(tmp_path), teacher_dir=str(tmp_path / "no-teacher"))
     trial = {"strategy": "top", "temperature": 2.0, "seed": 0, "alpha": 0.5, "lr": 0.003}
     with pytest.raises(CheckpointError) as first:

@@ -30,7 +30,7 @@ def test_a_sweep_with_mlflow_makes_one_run_per_trial_and_tensorboard_events(read
     from mlflow.tracking import MlflowClient
 
     from raydistill.pipeline import open_run
-    from raydistill.trainables.student import run_sweep
+    from raydistill.trainables.sweep import run_sweep
 
     _, _, data, info = tiny_teacher_run
     run, cfg = open_run(teacher_only_run, ["sweep.strategies=[bottom,top]", "sweep.temperatures=[2.0]",

@@ -41,7 +41,7 @@ def test_the_sweeps_callbacks_follow_the_tracking_config(tmp_path, tensorboard) 
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
     from ray.tune.utils.callback import _create_default_callbacks
 
-    from raydistill.trainables import student as student_module
+    from raydistill.trainables import sweep as student_module
 
     run = RunDir(tmp_path / "study-1")
     cfg = config_from_dict({"tracking": {"tensorboard": tensorboard}})

@@ -16,7 +16,7 @@ import pandas as pd
 
 from raydistill.platform import metrics as M
 from raydistill.platform.errors import CheckpointError
-from raydistill.platform.report.metrics import correctness
+from raydistill.platform.metrics import correctness
 from raydistill.platform.report.stats import paired_bootstrap
 from raydistill.platform.report.trials import optional_array, optional_logits
 from raydistill.platform.rundir import RunDir

@@ -17,23 +17,25 @@ import pandas as pd
 
 from raydistill.platform import metrics as M
 from raydistill.platform.errors import CheckpointError
+from raydistill.platform.export import Provenance, read_provenance
 from raydistill.platform.report import render as R
 from raydistill.platform.report import stats as S
 from raydistill.platform.report.active_learning import SENTENCE, al_comparison, read_al_curve
-from raydistill.platform.report.metrics import classification_metrics, f1_per_class
 from raydistill.platform.report.baseline import TeacherCheck, check_teacher, untrusted_line
 from raydistill.platform.report.model_card import model_card
 from raydistill.platform.report.confirmation import CONTRAST, REPLICATES, VALIDATION_VERDICT, Confirmation, confirm
 from raydistill.platform.report.plots import (
-    PLOT_ACTIVE_LEARNING, PLOT_FOREST, PLOT_LEARNING_CURVES, PLOT_VAL_ACCURACY, plot_active_learning,
-    plot_forest, plot_learning_curves, plot_val_accuracy,
+    plot_active_learning, plot_forest, plot_learning_curves, plot_val_accuracy,
 )
 from raydistill.platform.report.strategies import LayerQuestion, layer_question
 from raydistill.platform.report.trials import (
-    COMPLETED, DUPLICATE, ERRORED, STOPPED_EARLY, TEST_LOGITS, completed, count_safetensors_params, not_completed,
+    COMPLETED, DUPLICATE, ERRORED, STOPPED_EARLY, completed, count_safetensors_params, not_completed,
     load_history, load_results, optional_array, optional_json, optional_logits, read_run_config,
 )
-from raydistill.platform.rundir import RunDir, atomic_write_text
+from raydistill.platform.rundir import (
+    PLOT_ACTIVE_LEARNING, PLOT_FOREST, PLOT_LEARNING_CURVES, PLOT_VAL_ACCURACY, TEST_LOGITS, VAL_LOGITS, RunDir,
+    atomic_write_text, has_model,
+)
 
 
 def majority_accuracy(labels: np.ndarray | None) -> float | None:
@@ -49,7 +51,7 @@ def _teacher_val(run: RunDir, labels: np.ndarray | None) -> dict[str, Any] | Non
     logits = optional_logits(run.teacher_logits("validation"), len(labels), run.eval_labels("validation"))
     if logits is None:
         return None
-    out: dict[str, Any] = classification_metrics(logits, labels)
+    out: dict[str, Any] = M.evaluate(logits, labels)
     out[M.PARAMS] = count_safetensors_params(run.teacher)
     return out
 
@@ -78,7 +80,7 @@ def evidence(run: RunDir, split: str) -> S.Evidence | None:
     labels = optional_array(run.eval_labels(split))
     if labels is None:
         return None
-    logits_file = S.VAL_LOGITS if split == "validation" else TEST_LOGITS
+    logits_file = VAL_LOGITS if split == "validation" else TEST_LOGITS
     groups = optional_array(run.eval_groups(split))
     if groups is None or len(groups) != len(labels):
         return S.Evidence(labels, logits_file=logits_file)
@@ -162,13 +164,13 @@ def write_report(run_dir: str | Path) -> Path:
     al_lines, curve, comparison = _al_section(run)
     lines += al_lines
     if not summary.empty:
-        plot_forest(summary, None if layer is None else layer.strategies, run.plots / PLOT_FOREST, study.margin)
-        plot_val_accuracy(summary, run.plots / PLOT_VAL_ACCURACY, teacher[M.ACCURACY] if teacher else None)
+        plot_forest(summary, None if layer is None else layer.strategies, run.plot(PLOT_FOREST), study.margin)
+        plot_val_accuracy(summary, run.plot(PLOT_VAL_ACCURACY), teacher[M.ACCURACY] if teacher else None)
         hist = load_history(run.root)
         plot_learning_curves(hist[hist[M.TRIAL_ID].isin(completed(df)[M.TRIAL_ID])],
-                             run.plots / PLOT_LEARNING_CURVES)
+                             run.plot(PLOT_LEARNING_CURVES))
     if curve is not None:
-        plot_active_learning(curve, run.plots / PLOT_ACTIVE_LEARNING, comparison)
+        plot_active_learning(curve, run.plot(PLOT_ACTIVE_LEARNING), comparison)
     atomic_write_text(run.report, "\n".join(lines) + "\n")
     _write_model_cards(run, study)
     return run.report
@@ -196,26 +198,16 @@ def _write_model_cards(run: RunDir, study: Study) -> None:
     if cfg is None:
         return
     verdict = R.verdict_sentence(study.cells)
-    prov = optional_json(run.student / "provenance.json") or {}
-    if (run.student / "config.json").is_file():
-        m = prov.get("metrics", {})
-        how = (f"A {cfg.student.num_layers}-layer student distilled from the study's teacher (Hinton KD, "
-               f"T={prov.get(M.TEMPERATURE)}, seed {prov.get(M.SEED)}): the best-validation seed of the cell with the "
+    student, teacher = read_provenance(run.student), read_provenance(run.teacher)
+    if has_model(run.student) and student is not None:
+        how = (f"A {student.num_layers}-layer student distilled from the study's teacher (Hinton KD, "
+               f"T={student.temperature}, seed {student.seed}): the best-validation seed of the cell with the "
                "best mean validation accuracy.")
-        metrics = {"val_accuracy": m.get("val_accuracy"), "test_accuracy": m.get("test_accuracy"),
-                   "test_accuracy_std": m.get("test_accuracy_std")}
-        layers = f"strategy {prov.get(M.STRATEGY)}, teacher layers {prov.get('teacher_layers')}"
-        atomic_write_text(run.student / "README.md", model_card(cfg, "student", metrics, layers, verdict, how))
-    if (run.teacher / "config.json").is_file():
-        test_labels = optional_array(run.eval_labels("test"))
-        test = None if test_labels is None else optional_logits(run.teacher_logits("test"), len(test_labels),
-                                                                 run.eval_labels("test"))
-        metrics = {"val_accuracy": (study.teacher or {}).get(M.ACCURACY),
-                   "test_accuracy": None if test is None else float((test.argmax(1) == test_labels).mean())}
+        atomic_write_text(run.model_card("student"), model_card(cfg, student, verdict, how))
+    if has_model(run.teacher) and teacher is not None:
         how = (f"The study's teacher, fine-tuned with active learning ({cfg.al.acquisition}, "
                f"{cfg.al.initial_labeled:,} initial labels, {cfg.al.rounds} round(s) of {cfg.al.query_size:,}).")
-        atomic_write_text(run.teacher / "README.md", model_card(cfg, "teacher", metrics,
-                                                                f"all {cfg.teacher.num_layers}", verdict, how))
+        atomic_write_text(run.model_card("teacher"), model_card(cfg, teacher, verdict, how))
 
 
 def _relative_trial_dirs(df: pd.DataFrame, root: Path) -> pd.DataFrame:
@@ -339,15 +331,15 @@ def _test_section(run: RunDir, df: pd.DataFrame, winner: tuple[str, float] | Non
     if not seeds and exported is None and teacher is None:
         return out + [f"Not available: no {TEST_LOGITS} in the winning cell's trials, no "
                       f"{run.student_logits('test')} and no teacher test logits.", ""]
-    prov = optional_json(run.student / "provenance.json") or {}
-    out += _provenance_note(prov, winner)
-    out += ["| model | test accuracy | macro-F1 | ECE (15 bins) | agreement with teacher | params |",
+    card = read_provenance(run.student)
+    out += _provenance_note(card, winner)
+    out += [f"| model | test accuracy | macro-F1 | ECE ({M.ECE_BINS} bins) | agreement with teacher | params |",
             "|" + "---|" * 6]
     student_params = count_safetensors_params(run.student)
     if seeds:
         out.append(_seeds_row(f"winning cell, mean ± std over {len(seeds)} seeds", seeds, labels, teacher,
                               student_params))
-    seed = prov.get(M.SEED)
+    seed = None if card is None else card.seed
     name = f"exported student (seed {seed}, best validation)" if seed is not None else "exported student"
     for label, logits, params in [(name, exported, student_params),
                                   ("teacher", teacher, count_safetensors_params(run.teacher))]:
@@ -355,9 +347,9 @@ def _test_section(run: RunDir, df: pd.DataFrame, winner: tuple[str, float] | Non
             out.append(_seeds_row(label, [logits], labels, teacher, params))
     if not seeds and exported is not None:
         out += ["", f"The winning cell's trials hold no {TEST_LOGITS}: the exported seed stands for the cell."]
-    names = optional_json(run.labels / "label_names.json")
+    names = optional_json(run.label_names)
     if exported is not None and isinstance(names, list):
-        f1 = f1_per_class(exported.argmax(1), labels)
+        f1 = M.f1_per_class(exported.argmax(1), labels)
         per = ", ".join(f"{names[c] if c < len(names) else c} {v:.3f}" for c, v in f1.items())
         out += ["", f"Exported student's per-class F1 (test): {per}."]
     return out + [""]
@@ -376,8 +368,8 @@ def _winner_test_logits(df: pd.DataFrame, winner: tuple[str, float] | None, labe
 
 def _seeds_row(name: str, logits: list[np.ndarray], labels: np.ndarray, teacher: np.ndarray | None,
                params: int | None) -> str:
-    m = [classification_metrics(x, labels) for x in logits]
-    agree = [np.mean(x.argmax(1) == teacher.argmax(1)) for x in logits] if teacher is not None else None
+    m = [M.evaluate(x, labels, teacher) for x in logits]
+    agree = [x[M.FIDELITY] for x in m] if teacher is not None else None
 
     def cell(values: list[float] | None) -> str:
         if values is None:
@@ -388,10 +380,10 @@ def _seeds_row(name: str, logits: list[np.ndarray], labels: np.ndarray, teacher:
             f"| {cell([x[M.ECE] for x in m])} | {cell(agree)} | {R.fmt(params, ',d')} |")
 
 
-def _provenance_note(prov: dict[str, Any], winner: tuple[str, float] | None) -> list[str]:
-    exported = (prov.get(M.STRATEGY), prov.get(M.TEMPERATURE))
-    if winner and None not in exported and (exported[0], float(exported[1])) != winner:
-        return [f"Note: the exported student is {prov.get(M.STRATEGY)} T={prov.get(M.TEMPERATURE)}, "
+def _provenance_note(card: Provenance | None, winner: tuple[str, float] | None) -> list[str]:
+    exported = None if card is None else card.cell
+    if winner and exported is not None and exported != winner:
+        return [f"Note: the exported student is {exported[0]} T={exported[1]}, "
                 f"not this report's best-mean cell {winner[0]} T={winner[1]:g}.", ""]
     return []
 

@@ -8,12 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from raydistill.platform.errors import RaydistillError
 from raydistill.platform.report.stats import paired_bootstrap
-
-
-class TeacherError(RaydistillError):
-    """The teacher does not beat the majority class: nothing distilled from it can be trusted."""
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import pandas as pd
 from raydistill.platform import metrics as M
 from raydistill.platform.report import stats as S
 from raydistill.platform.report.strategies import LayerQuestion, strategy_weights
-from raydistill.platform.report.trials import TEST_LOGITS, completed
+from raydistill.platform.report.trials import completed
 
 BETTER = "better"  # a declared contrast whose first strategy is shown better than its second
 VALIDATION_VERDICT = "validation_verdict"

@@ -12,6 +12,8 @@ from typing import Any
 import yaml
 
 from raydistill.platform.config import ExperimentConfig
+from raydistill.platform.export import Provenance
+from raydistill.platform.metrics import ACCURACY
 
 _DATASETS = {"embedded": "rotten_tomatoes"}  # the embedded sentences are Pang & Lee's (SST-2's source)
 
@@ -35,14 +37,13 @@ def _metric(kind: str, value: float | None, name: str) -> list[dict[str, Any]]:
     return [] if value is None else [{"type": kind, "value": round(float(value), 4), "name": name}]
 
 
-def model_card(cfg: ExperimentConfig, model: str, metrics: dict[str, float | None], layers: str,
-               verdict: str, how: str) -> str:
-    """The card of ``model`` ("student" or "teacher"): ``metrics`` holds val/test accuracy (and
-    the student's test std over seeds), ``layers`` what it was built from, ``verdict`` the
-    study's sentence, ``how`` how it was trained."""
+def model_card(cfg: ExperimentConfig, card: Provenance, verdict: str, how: str) -> str:
+    """The Hub card of an exported model from its typed card (figures, what it was built from),
+    ``verdict`` the study's sentence, ``how`` how it was trained."""
+    model = card.role
     dataset = _dataset(cfg)
-    results = (_metric("accuracy", metrics.get("val_accuracy"), "validation accuracy")
-               + _metric("accuracy", metrics.get("test_accuracy"), "test accuracy"))
+    val, test = card.validation.get(ACCURACY), card.test.get(ACCURACY)
+    results = _metric("accuracy", val, "validation accuracy") + _metric("accuracy", test, "test accuracy")
     meta: dict[str, Any] = {"library_name": "transformers", "pipeline_tag": "text-classification",
                             "tags": ["raydistill", "knowledge-distillation", model], "datasets": [dataset],
                             "metrics": ["accuracy"]}
@@ -52,9 +53,10 @@ def model_card(cfg: ExperimentConfig, model: str, metrics: dict[str, float | Non
         meta["model-index"] = [{"name": f"{cfg.name}-{model}", "results": [{
             "task": {"type": "text-classification", "name": "Text Classification"},
             "dataset": {"name": dataset, "type": dataset}, "metrics": results}]}]
-    spread = metrics.get("test_accuracy_std")
-    test = metrics.get("test_accuracy")
-    figures = [f"- validation accuracy: {metrics['val_accuracy']:.4f}" if metrics.get("val_accuracy") is not None else None,
+    spread = card.cell_test_accuracy_std
+    layers = (f"strategy {card.strategy}, teacher layers {card.teacher_layers}" if card.strategy is not None
+              else f"all {card.num_layers}")
+    figures = [f"- validation accuracy: {val:.4f}" if val is not None else None,
                (f"- test accuracy: {test:.4f}" + (f" (its cell: ± {spread:.4f} over seeds)" if spread else ""))
                if test is not None else None]
     body = [f"# {cfg.name}: the {model}", "", how, "", f"Layers: {layers}.", "", "## Figures", "",

@@ -15,11 +15,8 @@ from raydistill.platform.report.active_learning import CI_LOW as AL_LOW
 from raydistill.platform.report.active_learning import DIFF as AL_DIFF
 from raydistill.platform.report import stats as S
 from raydistill.platform.report.stats import VAL_ACC_MEAN, VAL_ACC_STD
+from raydistill.platform.rundir import write_atomically
 
-PLOT_VAL_ACCURACY = "val_accuracy.png"
-PLOT_LEARNING_CURVES = "learning_curves.png"
-PLOT_ACTIVE_LEARNING = "active_learning.png"
-PLOT_FOREST = "forest.png"
 VERDICT_COLOURS = {S.BEST: "#1f77b4", S.WORSE: "#d62728", S.EQUIVALENT: "#2ca02c",
                    S.INCONCLUSIVE: "#7f7f7f", S.NOT_TESTED: "#bbbbbb"}
 
@@ -143,7 +140,6 @@ def plot_forest(cells: pd.DataFrame, strategies: pd.DataFrame | None, path: Path
 def _save(fig: Any, path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=100, format="png")
+    write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
     plt.close(fig)

@@ -56,8 +56,9 @@ from scipy import special
 
 from raydistill.platform import metrics as M
 from raydistill.platform.errors import CheckpointError
-from raydistill.platform.report.metrics import correctness
-from raydistill.platform.report.trials import VAL_LOGITS, completed
+from raydistill.platform.metrics import correctness
+from raydistill.platform.report.trials import completed
+from raydistill.platform.rundir import VAL_LOGITS
 
 POLICY = "cluster bootstrap, moderated per-cell seed variance, Holm step-down"
 ALPHA = 0.05

@@ -39,7 +39,7 @@ import yaml
 
 from raydistill.platform import metrics as M
 from raydistill.platform.errors import CheckpointError
-from raydistill.platform.rundir import RunDir
+from raydistill.platform.rundir import CONFIG, MODEL_WEIGHTS_GLOB, TUNE_EXPERIMENT_STATE, RunDir, TrialDir
 
 # Trial status in the results frame. Only COMPLETED trials are averaged.
 COMPLETED = "TERMINATED"
@@ -47,8 +47,6 @@ ERRORED = "ERROR"
 STOPPED_EARLY = "STOPPED_EARLY"
 DUPLICATE = "DUPLICATE"  # an older run of a (strategy, temperature, seed) that ran again
 
-VAL_LOGITS = "val_logits.npy"
-TEST_LOGITS = "test_logits.npy"
 DUPLICATE_OF = "duplicate_of"  # results column: the trial_id kept in a duplicate's place
 
 _TRIAL_ID_RE = re.compile(r"_([0-9a-f]{5}_\d{5})_\d+_")
@@ -76,7 +74,7 @@ def find_experiment(path: str | Path) -> Path:
     path = Path(path).expanduser().resolve()
     candidates = [RunDir(path).tune_experiment, path]
     for exp in candidates:
-        if exp.is_dir() and (_trial_dirs(exp) or list(exp.glob("experiment_state-*.json"))):
+        if exp.is_dir() and (_trial_dirs(exp) or list(exp.glob(TUNE_EXPERIMENT_STATE))):
             return exp
     exp = candidates[0]
     if exp.is_dir():
@@ -90,7 +88,7 @@ def find_experiment(path: str | Path) -> Path:
 def _trial_dirs(exp: Path) -> list[Path]:
     return sorted(
         d for d in exp.iterdir()
-        if d.is_dir() and ((d / "params.json").is_file() or (d / "result.json").is_file())
+        if d.is_dir() and (TrialDir(d).params.is_file() or TrialDir(d).result.is_file())
     )
 
 
@@ -98,7 +96,7 @@ def _read_state(exp: Path) -> dict[str, dict[str, Any]]:
     """Tune's newest experiment state, by trial directory name: status, trial_id, config."""
     # Newest by the session timestamp in the name: a restored run rewrites the old file too,
     # so modification times do not tell which one is current.
-    files = sorted(exp.glob("experiment_state-*.json"), key=lambda p: p.name)
+    files = sorted(exp.glob(TUNE_EXPERIMENT_STATE), key=lambda p: p.name)
     if not files:
         return {}
     try:
@@ -164,13 +162,14 @@ def _read_trials(exp: Path) -> list[_Trial]:
     trials = []
     for d in _trial_dirs(exp):
         info = state.pop(d.name, {})
-        params = d / "params.json"
+        files = TrialDir(d)
+        params = files.params
         try:
             config = json.loads(params.read_text(encoding="utf-8")) if params.is_file() else {}
         except ValueError:
             config = {}
-        error = d / "error.txt"
-        trials.append(_Trial(d.name, d, config or info.get("config", {}), _read_rows(d / "result.json"),
+        error = files.error
+        trials.append(_Trial(d.name, d, config or info.get("config", {}), _read_rows(files.result),
                              read_error_line(error), _error_time(error),
                              info.get("status"), info.get("trial_id")))
     for name, info in state.items():  # listed by Tune but never started (no directory yet)
@@ -208,10 +207,10 @@ def _run_root(path: Path, exp: Path) -> Path | None:
 
 
 def read_run_config(root: Path | None) -> dict[str, Any]:
-    if root is None or not (root / "config.yaml").is_file():
+    if root is None or not (root / CONFIG).is_file():
         return {}
     try:
-        tree = yaml.safe_load((root / "config.yaml").read_text(encoding="utf-8"))
+        tree = yaml.safe_load((root / CONFIG).read_text(encoding="utf-8"))
     except yaml.YAMLError:
         return {}
     return tree if isinstance(tree, dict) else {}
@@ -393,7 +392,7 @@ def optional_json(path: Path) -> Any:
 
 def count_safetensors_params(model_dir: Path) -> int | None:
     """Parameters in a HF dir's ``*.safetensors``, from the JSON headers only (no tensor load)."""
-    files = sorted(Path(model_dir).glob("*.safetensors"))
+    files = sorted(Path(model_dir).glob(MODEL_WEIGHTS_GLOB))
     if not files:
         return None
     total = 0

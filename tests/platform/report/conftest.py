@@ -20,6 +20,7 @@ from raydistill.platform import metrics as M
 from raydistill.platform import report as R
 from raydistill.platform.config import config_from_dict, dump_config
 from raydistill.platform.rundir import RunDir, save_array
+from raydistill.platform.export import Provenance, write_provenance
 
 EPOCHS = 3
 N_VAL = 200
@@ -153,10 +154,12 @@ def make_run(root: Path, cells: dict = CELLS, *, extras: bool = True, files: boo
         save_array(run.teacher_logits("test"), logits_with_accuracy(labels_test, 0.88, 8))
         save_array(run.student_logits("test"), logits_with_accuracy(labels_test, 0.81, 9))
         save_array(run.student_logits("validation"), logits_with_accuracy(labels_val, 0.8, 10))
-        (run.labels / "label_names.json").write_text(json.dumps(["negative", "positive"]))
-        (run.student / "provenance.json").write_text(json.dumps(
-            {"strategy": "top", "teacher_layers": LAYERS["top"], "temperature": 2.0, "alpha": 0.5,
-             "seeds": [0, 1, 2], "seed": 0, "metrics": {}}))
+        run.label_names.write_text(json.dumps(["negative", "positive"]))
+        write_provenance(run.student, Provenance(
+            role="student", num_layers=6, teacher_num_layers=12, strategy="top", teacher_layers=LAYERS["top"],
+            temperature=2.0, alpha=0.5, seeds=[0, 1, 2], seed=0))
+        write_provenance(run.teacher, Provenance(role="teacher", num_layers=12, teacher_num_layers=12,
+                                                 validation={"accuracy": TEACHER_VAL_ACC}, test={"accuracy": 0.88}))
         run.al.mkdir(parents=True, exist_ok=True)
         run.al_curve.write_text(
             "acquisition,round,labeled_count,val_accuracy\n"

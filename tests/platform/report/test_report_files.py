@@ -12,8 +12,9 @@ from raydistill.platform import metrics as M
 from raydistill.platform import report as R
 from raydistill.platform.errors import CheckpointError
 from raydistill.platform.report import stats as S
-from raydistill.platform.report.plots import PLOT_ACTIVE_LEARNING, PLOT_LEARNING_CURVES, PLOT_VAL_ACCURACY
+from raydistill.platform.rundir import PLOT_ACTIVE_LEARNING, PLOT_LEARNING_CURVES, PLOT_VAL_ACCURACY
 from raydistill.platform.rundir import RunDir, save_array
+from raydistill.platform.export import Provenance, read_provenance, write_provenance
 
 pytestmark = pytest.mark.unit
 
@@ -117,7 +118,8 @@ def test_write_report_without_optional_files_and_with_no_completed_trial(tmp_pat
 
 
 def test_report_notes_an_exported_student_that_is_not_the_best_cell(run: RunDir) -> None:
-    (run.student / "provenance.json").write_text(json.dumps({"strategy": "bottom", "temperature": 4.0}))
+    write_provenance(run.student, Provenance(role="student", num_layers=6, teacher_num_layers=12,
+                                             strategy="bottom", temperature=4.0))
     text = R.write_report(run.root).read_text()
     assert "Note: the exported student is bottom T=4.0, not this report's best-mean cell top T=2." in text
 
@@ -219,9 +221,9 @@ def test_the_exported_models_carry_hub_model_cards(run: RunDir) -> None:
 
     (run.student / "config.json").write_text("{}")
     (run.teacher / "config.json").write_text("{}")
-    prov = json.loads((run.student / "provenance.json").read_text())
-    prov["metrics"] = {"val_accuracy": 0.8, "test_accuracy": 0.81, "test_accuracy_std": 0.01}
-    (run.student / "provenance.json").write_text(json.dumps(prov))
+    card = read_provenance(run.student).model_copy(update={
+        "validation": {"accuracy": 0.8}, "test": {"accuracy": 0.81}, "cell_test_accuracy_std": 0.01})
+    write_provenance(run.student, card)
     R.write_report(run.root)
     student = ModelCard.load(run.student / "README.md")
     assert student.data.pipeline_tag == "text-classification" and "knowledge-distillation" in student.data.tags
