@@ -105,8 +105,8 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 def _from_old_student(old: dict[str, Any]) -> dict[str, Any]:
     m = old.get("metrics") if isinstance(old.get("metrics"), dict) else {}
     return {**old, "role": "student", "num_layers": old.get("student_num_layers"),
-            "validation": {M.ACCURACY: m["val_accuracy"]} if "val_accuracy" in m else {},
-            "test": {M.ACCURACY: m["test_accuracy"]} if "test_accuracy" in m else {},
+            "validation": {M.ACCURACY: m[M.VAL_ACCURACY]} if M.VAL_ACCURACY in m else {},
+            "test": {M.ACCURACY: m[M.TEST_ACCURACY]} if M.TEST_ACCURACY in m else {},
             "cell_validation_accuracy": m.get("val_accuracy_mean"), "cell_test_accuracy": m.get("test_accuracy_mean"),
             "cell_test_accuracy_std": m.get("test_accuracy_std")}
 
@@ -126,4 +126,4 @@ def _from_old_teacher(model_dir: Path, old: dict[str, Any]) -> dict[str, Any]:
     layers = model_layers(model_dir)
     return {"role": "teacher", "num_layers": layers, "teacher_num_layers": layers, "exported": "the teacher",
             "validation": {M.ACCURACY: old["validation_accuracy"]} if "validation_accuracy" in old else {},
-            "test": {M.ACCURACY: old["test_accuracy"]} if "test_accuracy" in old else {}}
+            "test": {M.ACCURACY: old[M.TEST_ACCURACY]} if M.TEST_ACCURACY in old else {}}

@@ -15,10 +15,11 @@ import os
 import sys
 from pathlib import Path
 
+from raydistill.platform.rundir import RUN_LOG
+
 log = logging.getLogger("raydistill")
 log.setLevel(logging.INFO)  # run.log gets progress lines even where nothing configured a console
 RESULT = 25  # between INFO and WARNING: what --quiet still shows
-RUN_LOG = "run.log"
 # Libraries whose records also go to run.log; their console output is cut to warnings.
 _LIBRARY_LOGGERS = ("ray", "ray.serve", "ray.tune", "ray.train", "transformers")
 logging.addLevelName(RESULT, "RESULT")

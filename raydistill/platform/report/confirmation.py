@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from raydistill.platform import metrics as M
+from raydistill.platform.report import bootstrap as B
 from raydistill.platform.report import stats as S
 from raydistill.platform.report.strategies import LayerQuestion, strategy_weights
 from raydistill.platform.report.trials import completed
@@ -57,7 +58,7 @@ def confirm(trials: pd.DataFrame, summary: pd.DataFrame, layer: LayerQuestion | 
         return None
     accs = [x.mean(axis=1, dtype=np.float64) for x in correct]
     groups = None if evidence.groups is None else evidence.groups[keep]
-    draws = S.bootstrap(accs, correct, groups, unit=evidence.unit)
+    draws = B.bootstrap(accs, correct, groups, unit=evidence.unit)
     if draws is None:
         return None
     by_cell = S.compare_draws(draws, 0, margin=margin)
@@ -82,7 +83,7 @@ def _fill(table: pd.DataFrame, result: S.Comparison, validation_verdicts) -> Non
     table[REPLICATES] = [replicates(v, c) for v, c in zip(table[VALIDATION_VERDICT], table[S.VERDICT])]
 
 
-def _declared(pairs: list[tuple[str, str]], names: list[str], layer: LayerQuestion, pooled: S.Draws,
+def _declared(pairs: list[tuple[str, str]], names: list[str], layer: LayerQuestion, pooled: B.Draws,
               margin: float) -> pd.DataFrame:
     """Each declared (a, b): a − b on validation (exploratory) and on the confirmation set, both
     Bonferroni-corrected over the declared pairs."""

@@ -43,10 +43,10 @@ def model_card(cfg: ExperimentConfig, card: Provenance, verdict: str, how: str) 
     model = card.role
     dataset = _dataset(cfg)
     val, test = card.validation.get(ACCURACY), card.test.get(ACCURACY)
-    results = _metric("accuracy", val, "validation accuracy") + _metric("accuracy", test, "test accuracy")
+    results = _metric(ACCURACY, val, "validation accuracy") + _metric(ACCURACY, test, "test accuracy")
     meta: dict[str, Any] = {"library_name": "transformers", "pipeline_tag": "text-classification",
                             "tags": ["raydistill", "knowledge-distillation", model], "datasets": [dataset],
-                            "metrics": ["accuracy"]}
+                            "metrics": [ACCURACY]}
     if (base := _base_model(cfg)) is not None:
         meta["base_model"] = base
     if results:

@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 
 from raydistill.platform import metrics as M
+from raydistill.platform.report import stats as S
 from raydistill.platform.report.active_learning import ARM, read_al_curve
 from raydistill.platform.report.active_learning import CI_HIGH as AL_HIGH
 from raydistill.platform.report.active_learning import CI_LOW as AL_LOW
 from raydistill.platform.report.active_learning import DIFF as AL_DIFF
-from raydistill.platform.report import stats as S
 from raydistill.platform.report.stats import VAL_ACC_MEAN, VAL_ACC_STD
 from raydistill.platform.rundir import write_atomically
 

@@ -12,8 +12,15 @@ import numpy as np
 import pandas as pd
 
 from raydistill.platform import metrics as M
+from raydistill.platform.report import bootstrap as B
 from raydistill.platform.report import stats as S
-from raydistill.platform.report.trials import COMPLETED, DUPLICATE_OF, ERRORED, duplicates, not_completed
+from raydistill.platform.report.trials import (
+    COMPLETED,
+    DUPLICATE_OF,
+    ERRORED,
+    duplicates,
+    not_completed,
+)
 
 
 def fmt(value: Any, spec: str, missing: str = "—") -> str:
@@ -42,7 +49,7 @@ def _fmt_diff(row: dict[str, Any]) -> str:
 
 
 TABLE_HEAD = ["strategy", "T", "train loss", "val loss", "val acc mean ± std", "n", "retained",
-              "retained gain", "fidelity", "params", "vs best, points [95% CI]", "p (Holm)", "verdict"]
+              "retained gain", M.FIDELITY, "params", "vs best, points [95% CI]", "p (Holm)", "verdict"]
 
 
 def format_table(summary: pd.DataFrame, teacher: dict[str, Any] | None = None) -> str:
@@ -107,17 +114,17 @@ def verdict_sentence(summary: pd.DataFrame) -> str:
 
 def policy_note(summary: pd.DataFrame) -> str:
     """How the verdicts were reached, with the numbers that make it reproducible."""
-    draws: S.Draws | None = summary.attrs.get("draws")
+    draws: B.Draws | None = summary.attrs.get("draws")
     if draws is not None and draws.examples:
         level = (f"{draws.clusters:,} {draws.unit} clusters of the {draws.examples:,} validation examples "
-                 "resampled (the same clusters for every cell: paired)" if draws.unit != S.ROWS else
+                 "resampled (the same clusters for every cell: paired)" if draws.unit != B.ROWS else
                  f"the {draws.examples:,} validation examples resampled as rows (no clusters known: the "
                  "config names no data.group_column), the same for every cell")
     else:
         level = "seeds only (no val_logits.npy for every trial, so the examples are not resampled)"
     prior = "" if draws is None else f", prior df {draws.prior_df:.1f}"
     return (f"Inference: {S.POLICY}. Each cell is compared with the best mean: the difference in mean "
-            f"validation accuracy and its 95% interval from {summary.attrs.get('resamples', S.RESAMPLES):,} "
+            f"validation accuracy and its 95% interval from {summary.attrs.get('resamples', B.RESAMPLES):,} "
             f"resamples ({level}; each cell's own seed variance moderated toward the others' by empirical "
             f"Bayes, {summary.attrs.get('seed_df', 0)} seed degrees of freedom{prior}). Intervals and "
             "p-values are Holm step-down adjusted and allow for the best being picked as the maximum. "

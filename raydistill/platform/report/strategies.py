@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from raydistill.platform import metrics as M
+from raydistill.platform.report import bootstrap as B
 from raydistill.platform.report import stats as S
 
 RUNS = "runs"
@@ -54,7 +55,7 @@ def strategy_weights(summary: pd.DataFrame) -> tuple[list[str], np.ndarray]:
 def layer_question(summary: pd.DataFrame, margin: float = S.MARGIN) -> LayerQuestion | None:
     """The strategy table, the temperature effects and the interaction check from ``summarize``'s
     draws (``summary.attrs["draws"]``); None when the cells could not be resampled."""
-    draws: S.Draws | None = summary.attrs.get("draws")
+    draws: B.Draws | None = summary.attrs.get("draws")
     if draws is None or summary.empty:
         return None
     names, w = strategy_weights(summary)
@@ -79,7 +80,7 @@ def _grid(summary: pd.DataFrame, names: list[str]) -> np.ndarray:
     return grid
 
 
-def _temperature_effects(draws: S.Draws, summary: pd.DataFrame, grid: np.ndarray) -> list[TemperatureEffect]:
+def _temperature_effects(draws: B.Draws, summary: pd.DataFrame, grid: np.ndarray) -> list[TemperatureEffect]:
     """Each temperature against the lowest, over the strategies that ran both."""
     temps = sorted(summary[M.TEMPERATURE].unique())
     out = []

@@ -1,4 +1,4 @@
-"""Tune's trial files on disk -> one DataFrame row per trial (and the run's other files the report reads).
+"""Tune's trial files on disk -> one DataFrame row per trial.
 
 The report reads what Tune wrote, never through Ray (``platform/`` runs where Ray is not
 installed). What Tune 2.60 puts in an experiment directory (checked against a real run):
@@ -33,13 +33,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
-import yaml
 
 from raydistill.platform import metrics as M
 from raydistill.platform.errors import CheckpointError
-from raydistill.platform.rundir import CONFIG, MODEL_WEIGHTS_GLOB, TUNE_EXPERIMENT_STATE, RunDir, TrialDir
+from raydistill.platform.report.run_files import read_run_config
+from raydistill.platform.rundir import TUNE_EXPERIMENT_STATE, RunDir, TrialDir
 
 # Trial status in the results frame. Only COMPLETED trials are averaged.
 COMPLETED = "TERMINATED"
@@ -206,16 +205,6 @@ def _run_root(path: Path, exp: Path) -> Path | None:
     return exp.parent.parent if exp.parent.name == "tune" else None
 
 
-def read_run_config(root: Path | None) -> dict[str, Any]:
-    if root is None or not (root / CONFIG).is_file():
-        return {}
-    try:
-        tree = yaml.safe_load((root / CONFIG).read_text(encoding="utf-8"))
-    except yaml.YAMLError:
-        return {}
-    return tree if isinstance(tree, dict) else {}
-
-
 def _configured_epochs(root: Path | None) -> int | None:
     """``student.epochs`` of the run's config, defaults applied (config.yaml holds only what was
     set); None without a readable config."""
@@ -359,51 +348,3 @@ def not_completed(df: pd.DataFrame) -> pd.DataFrame:
 def duplicates(df: pd.DataFrame) -> pd.DataFrame:
     """Older runs of a (strategy, temperature, seed): listed in the report, never averaged."""
     return df[df["status"] == DUPLICATE]
-
-
-# ---------------------------------------------------------------------------------------------
-# The run's other files
-
-
-def optional_array(path: Path) -> np.ndarray | None:
-    """A ``.npy`` file (never unpickled), or None when there is none."""
-    return np.load(path, allow_pickle=False) if path.is_file() else None
-
-
-def optional_logits(path: Path, n_labels: int, labels_path: Path) -> np.ndarray | None:
-    """Logits [N, C] for ``n_labels`` examples, or None without the file. Raises
-    CheckpointError naming both files when the shapes disagree."""
-    logits = optional_array(path)
-    if logits is not None and (logits.ndim != 2 or len(logits) != n_labels):
-        raise CheckpointError(f"{path} has shape {logits.shape}, but {labels_path} holds "
-                              f"{n_labels} labels: they come from different runs or splits")
-    return logits
-
-
-def optional_json(path: Path) -> Any:
-    """A JSON file's content, or None when it is missing or not JSON."""
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except ValueError:
-        return None
-
-
-def count_safetensors_params(model_dir: Path) -> int | None:
-    """Parameters in a HF dir's ``*.safetensors``, from the JSON headers only (no tensor load)."""
-    files = sorted(Path(model_dir).glob(MODEL_WEIGHTS_GLOB))
-    if not files:
-        return None
-    total = 0
-    try:
-        for path in files:
-            with open(path, "rb") as f:
-                size = int.from_bytes(f.read(8), "little")
-                header = json.loads(f.read(size))
-            total += sum(int(np.prod(v["shape"])) for k, v in header.items() if k != "__metadata__")
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None  # not a readable safetensors header: the count is left out, not guessed
-    return total
-
-

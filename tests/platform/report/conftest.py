@@ -19,8 +19,8 @@ import pytest
 from raydistill.platform import metrics as M
 from raydistill.platform import report as R
 from raydistill.platform.config import config_from_dict, dump_config
-from raydistill.platform.rundir import RunDir, save_array
 from raydistill.platform.export import Provenance, write_provenance
+from raydistill.platform.rundir import RunDir, save_array
 
 EPOCHS = 3
 N_VAL = 200

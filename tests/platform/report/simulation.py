@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import stats
 
+from raydistill.platform.report import bootstrap as B
 from raydistill.platform.report import stats as S
 
 STRATEGIES = ("bottom", "top", "even", "odd", "uniform", "custom", "random")
@@ -102,7 +103,7 @@ class Rates:
 
 
 def run(regime: Regime, studies: int, seeds: int = 2, *, clustered: bool = True, seed: int = 0,
-        n_resamples: int = S.RESAMPLES, margin: float = S.MARGIN, **policy) -> Rates:
+        n_resamples: int = B.RESAMPLES, margin: float = S.MARGIN, **policy) -> Rates:
     """Simulate ``studies`` studies and apply the policy to each, cells and strategies.
 
     Counted: ``cell false worse`` (a null cell called worse), ``strategy false worse``, ``gap
@@ -115,7 +116,7 @@ def run(regime: Regime, studies: int, seeds: int = 2, *, clustered: bool = True,
     big = gap >= 3
     big_strategies = (STRATEGY_WEIGHTS.T @ gap) >= 3
     out = Rates(studies)
-    bootstrap = policy.get("bootstrap", S.bootstrap)
+    bootstrap = policy.get("bootstrap", B.bootstrap)
     compare = policy.get("compare", S.compare_draws)
     for i in range(studies):
         correct = study(rng, regime, seeds)
@@ -154,7 +155,7 @@ def regimes() -> dict[str, Regime]:
     }
 
 
-def marginal(draws: S.Draws, best: int | None = None, *, margin: float = S.MARGIN) -> S.Comparison:
+def marginal(draws: B.Draws, best: int | None = None, *, margin: float = S.MARGIN) -> S.Comparison:
     """The policy without its multiplicity step: each cell's own 95% interval against the best
     (for the test that proves the step matters)."""
     best = int(np.argmax(draws.means)) if best is None else best

@@ -10,7 +10,7 @@ import pytest
 
 from raydistill.platform import metrics as M
 from raydistill.platform.errors import CheckpointError, DataError
-from raydistill.platform.report.trials import count_safetensors_params
+from raydistill.platform.report.run_files import count_safetensors_params
 
 pytestmark = pytest.mark.unit
 

@@ -11,10 +11,15 @@ import pytest
 from raydistill.platform import metrics as M
 from raydistill.platform import report as R
 from raydistill.platform.errors import CheckpointError
-from raydistill.platform.report import stats as S
-from raydistill.platform.rundir import PLOT_ACTIVE_LEARNING, PLOT_LEARNING_CURVES, PLOT_VAL_ACCURACY
-from raydistill.platform.rundir import RunDir, save_array
 from raydistill.platform.export import Provenance, read_provenance, write_provenance
+from raydistill.platform.report import stats as S
+from raydistill.platform.rundir import (
+    PLOT_ACTIVE_LEARNING,
+    PLOT_LEARNING_CURVES,
+    PLOT_VAL_ACCURACY,
+    RunDir,
+    save_array,
+)
 
 pytestmark = pytest.mark.unit
 

@@ -8,6 +8,7 @@ import pytest
 from raydistill.platform import metrics as M
 from raydistill.platform import report as R
 from raydistill.platform.errors import CheckpointError
+from raydistill.platform.report import bootstrap as B
 from raydistill.platform.report import stats as S
 from raydistill.platform.rundir import RunDir
 
@@ -100,16 +101,16 @@ def test_moderated_seed_variance_follows_limma() -> None:
     # every posterior sits between the cell's own and the prior.
     rng = np.random.default_rng(0)
     accs = [rng.normal(0.8, 0.01, 3) for _ in range(14)]
-    post, df, d0 = S.moderated_seed_variance(accs)
+    post, df, d0 = B.moderated_seed_variance(accs)
     own = np.array([a.var(ddof=1) for a in accs])
-    assert d0 <= S.PRIOR_DF_CAP and np.all(df == d0 + 2)
+    assert d0 <= B.PRIOR_DF_CAP and np.all(df == d0 + 2)
     lo, hi = np.minimum(own, post.mean()), np.maximum(own, post.mean())
     assert np.all(post >= lo.min()) and np.all(post <= hi.max())
     # Shrinkage: the widest cell comes down, the narrowest goes up, the order stays.
     assert post.max() < own.max() and post.min() > own.min()
     assert np.argsort(post).tolist() == np.argsort(own).tolist()
     # A one-seed cell gets the prior alone.
-    post1, df1, _ = S.moderated_seed_variance(accs + [np.array([0.8])])
+    post1, df1, _ = B.moderated_seed_variance(accs + [np.array([0.8])])
     assert df1[-1] == d0 and post1[-1] > 0
 
 
@@ -119,8 +120,8 @@ def test_clusters_widen_the_interval_of_correlated_examples() -> None:
     groups = np.repeat(np.arange(100), 20)
     a = (rng.random(100)[groups] < 0.8).astype(float)
     b = (rng.random(100)[groups] < 0.8).astype(float)
-    _, lo_rows, hi_rows = S.paired_bootstrap(a, b, n_resamples=1000)
-    _, lo_clusters, hi_clusters = S.paired_bootstrap(a, b, groups=groups, n_resamples=1000)
+    _, lo_rows, hi_rows = B.paired_bootstrap(a, b, n_resamples=1000)
+    _, lo_clusters, hi_clusters = B.paired_bootstrap(a, b, groups=groups, n_resamples=1000)
     assert (hi_clusters - lo_clusters) > 3 * (hi_rows - lo_rows)
 
 
@@ -131,11 +132,11 @@ def test_paired_bootstrap_ci_contains_the_true_difference() -> None:
     best = (rng.random(n) < 0.85).astype(float)
     other = best.copy()
     other[rng.permutation(np.flatnonzero(best))[: int(0.05 * n)]] = 0.0
-    diff, low, high = S.paired_bootstrap(other, best, n_resamples=1000)
+    diff, low, high = B.paired_bootstrap(other, best, n_resamples=1000)
     assert diff == pytest.approx(-0.05)
     assert low < -0.05 < high and high < 0 and high - low < 0.02  # pairing makes it tight
-    assert (diff, low, high) == S.paired_bootstrap(other, best, n_resamples=1000)  # seeded
-    assert S.paired_bootstrap(best, best) == (0.0, 0.0, 0.0)
+    assert (diff, low, high) == B.paired_bootstrap(other, best, n_resamples=1000)  # seeded
+    assert B.paired_bootstrap(best, best) == (0.0, 0.0, 0.0)
 
 
 def test_a_teacher_at_the_majority_rate_is_not_trusted() -> None:
