@@ -121,7 +121,7 @@ def _refuse_changed_inputs(run: RunDir, done: dict[str, Any], recorded: Experime
             continue
         stage = next((st for st, sections in STAGE_INPUTS.items() if key.split(".")[0] in sections), None)
         if stage and built[stage]:
-            stale.append(f"{key}: {old.get(key)!r} -> {new.get(key)!r} (the {stage} stage was built with the old value)")
+            stale.append(manifest.stale(key, old.get(key), new.get(key), stage))
     if stale:
         raise ConfigError(
             f"{run.root}: --set would change inputs of stages this run already built:\n  "
@@ -218,8 +218,7 @@ def _teacher(study: StudyRun) -> dict[str, Any]:
 
 def _teacher_banner(cfg: ExperimentConfig) -> str:
     rounds = f"{cfg.al.rounds} active-learning round{'s' if cfg.al.rounds != 1 else ''}"
-    arms = (f"{cfg.al.acquisition} and random" if cfg.al.compare_random and cfg.al.acquisition != "random"
-            else cfg.al.acquisition)
+    arms = " and ".join(cfg.al.arms)
     return f"teacher: {cfg.teacher.num_layers} layers, {rounds} ({arms})"
 
 

@@ -76,6 +76,11 @@ class Acquisition:
     mc_dropout: bool = False
     pool_scores: Callable[[int, int, int], np.ndarray] | None = None
 
+    @property
+    def needs_model(self) -> bool:
+        """Whether the rule scores the pool with the model (and so needs the scorer actors)."""
+        return self.pool_scores is None
+
 
 ACQUISITIONS: Mapping[str, Acquisition] = {
     "entropy": Acquisition(entropy_scores),

@@ -23,6 +23,7 @@ from raydistill.platform.errors import ConfigError
 
 STRATEGY_NAMES = ("bottom", "top", "even", "odd", "uniform", "custom", "random")
 ACQUISITION_NAMES = ("entropy", "margin", "least_confidence", "random", "bald")
+RANDOM_ACQUISITION = "random"  # the baseline arm active learning is compared with
 
 
 class _Section(BaseModel):
@@ -119,6 +120,13 @@ class ActiveLearningConfig(_Section):
     gpus_per_scorer: float = Field(default=0.0, ge=0)
     score_batch_size: int = Field(default=128, ge=1)
     mc_dropout_samples: int = Field(default=5, ge=2)
+
+    @property
+    def arms(self) -> list[str]:
+        """The acquisitions the teacher stage trains: the chosen one, then the random baseline
+        when it is compared (and is not the chosen one already)."""
+        baseline = self.compare_random and self.acquisition != RANDOM_ACQUISITION
+        return [self.acquisition] + ([RANDOM_ACQUISITION] if baseline else [])
 
 
 class StudentConfig(_Section):

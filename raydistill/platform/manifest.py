@@ -93,6 +93,11 @@ def stage_inputs(run: RunDir, done: Iterable[str]) -> dict[str, dict[str, Any]]:
     return {stage: (stages.get(stage) or {}).get("inputs", {}) for stage in done}
 
 
+def stale(key: str, old: Any, new: Any, stage: str) -> str:
+    """One line naming a value a finished stage was built from and what it would become."""
+    return f"{key}: {old!r} -> {new!r} (the {stage} stage was built with the old value)"
+
+
 def changed_inputs(run: RunDir, done: Iterable[str], current: dict[str, Any]) -> list[str]:
     """What differs between the inputs each ``finished`` stage recorded and ``current`` (a flat
     ``key: value`` map of today's config and data): one line per key, naming the stage."""
@@ -100,7 +105,7 @@ def changed_inputs(run: RunDir, done: Iterable[str], current: dict[str, Any]) ->
     for stage, inputs in stage_inputs(run, done).items():
         for key, value in sorted(inputs.items()):
             if key in current and current[key] != value:
-                changed.append(f"{key}: {value!r} -> {current[key]!r} (the {stage} stage was built with the old value)")
+                changed.append(stale(key, value, current[key], stage))
     return changed
 
 

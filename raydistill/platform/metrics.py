@@ -91,6 +91,13 @@ def evaluate(logits: Any, labels: Any, teacher_logits: Any = None) -> dict[str, 
     return out
 
 
+def over_seeds(evaluations: list[dict[str, float]], name: str) -> tuple[float, float]:
+    """Mean and sample SD (0 for one seed) of metric ``name`` over a cell's seeds: what the
+    exported card and the report's test table give as mean ± std."""
+    values = np.array([e[name] for e in evaluations], dtype=np.float64)
+    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
+
+
 def f1_per_class(preds: Any, labels: Any) -> dict[int, float]:
     """F1 of every class that occurs in labels or predictions (as scikit-learn counts them)."""
     preds, labels = np.asarray(preds), np.asarray(labels)

@@ -66,9 +66,11 @@ NO_STUDY = ("no study results in this run yet: no finished student sweep "
 def known_plots(run: RunDir) -> dict[str, tuple[Path, str]]:
     """The run's figures the service may send, by URL name: (path, caption). Only these names
     are ever served, and only where the file exists (see :func:`plot_path`)."""
+    from raydistill.platform.report.stats import CONFIDENCE
+
     return {
         PLOT_FOREST: (run.plot(PLOT_FOREST),
-                      "Each strategy and cell against the best: difference, 95% interval, ±margin, verdict"),
+                      f"Each strategy and cell against the best: difference, {CONFIDENCE} interval, ±margin, verdict"),
         PLOT_VAL_ACCURACY: (run.plot(PLOT_VAL_ACCURACY),
                             "Validation accuracy per strategy and temperature (mean ± std over seeds)"),
         PLOT_LEARNING_CURVES: (run.plot(PLOT_LEARNING_CURVES),

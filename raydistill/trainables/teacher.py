@@ -23,18 +23,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import ray
 import ray.train
 import ray.train.collective
 import ray.train.torch
-import numpy as np
 import torch
-from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import (
+    Checkpoint,
+    CheckpointConfig,
+    FailureConfig,
+    RunConfig,
+    ScalingConfig,
+)
 from ray.train.torch import TorchTrainer
 from transformers import get_linear_schedule_with_warmup
 
 from raydistill.platform import metrics as M
+from raydistill.platform.acquisition import ACQUISITIONS
 from raydistill.platform.config import ExperimentConfig, PerformanceConfig
+from raydistill.platform.errors import CheckpointError
+from raydistill.platform.export import Provenance, export_model, model_layers
 from raydistill.platform.fastpath import (
     attn_implementation,
     autocast_context,
@@ -45,8 +54,6 @@ from raydistill.platform.fastpath import (
     select_device,
 )
 from raydistill.platform.logs import log
-from raydistill.platform.errors import CheckpointError
-from raydistill.platform.export import Provenance, export_model, model_layers
 from raydistill.platform.models import (
     build_teacher,
     derive_seed,
@@ -58,11 +65,19 @@ from raydistill.platform.models import (
     unwrap,
 )
 from raydistill.platform.prepared import PreparedData, load_encoded, transfer_indices
-from raydistill.platform.rundir import ArmDir, CheckpointDir, RunDir, atomic_write_json, atomic_write_text, load_array, save_array
+from raydistill.platform.rundir import (
+    ArmDir,
+    CheckpointDir,
+    RunDir,
+    atomic_write_json,
+    atomic_write_text,
+    load_array,
+    save_array,
+)
 from raydistill.platform.tracking import TeacherTracker
+from raydistill.trainables import failures
 from raydistill.trainables.active_learner import ActiveLearner, ScoringPlan
 from raydistill.trainables.inference import idle_cpus, split_logits
-from raydistill.trainables import failures
 from raydistill.trainables.resources import Demand, preflight
 
 RoundListener = Callable[[str, dict[str, Any]], None]  # (acquisition, curve point)
@@ -306,7 +321,7 @@ def preflight_teacher(cfg: ExperimentConfig) -> None:
     """Raise ResourceError when the teacher stage (workers and scorers at once) can never run;
     warn when it will wait for resources."""
     t, al = cfg.teacher, cfg.al
-    scorers = 0 if al.acquisition == "random" and not al.compare_random else al.scorers
+    scorers = al.scorers if any(ACQUISITIONS[arm].needs_model for arm in al.arms) else 0
     demands = [
         Demand("CPU", t.cpus_per_worker, t.num_workers,
                f"teacher.num_workers x teacher.cpus_per_worker = {t.num_workers} x {t.cpus_per_worker:g}"),
@@ -435,9 +450,9 @@ def run_teacher_stage(cfg: ExperimentConfig, run: RunDir, data: PreparedData) ->
             tracker.log_curve(acquisition, arm.curve)  # any round the progress poll missed
         return arm
 
-    runs = [tracked(cfg.al.acquisition)]
-    if cfg.al.compare_random and cfg.al.acquisition != "random":
-        runs.append(tracked("random", start_from=runs[0]))
+    first, *others = cfg.al.arms
+    runs = [tracked(first)]
+    runs += [tracked(arm, start_from=runs[0]) for arm in others]  # the same round 0
     write_curve(run, runs)
     card = export_teacher(cfg, run, data, runs[0].checkpoint_dir)
     log.info(f"[teacher] exported to {run.teacher} (val acc {card.validation[M.ACCURACY]:.4f}, "

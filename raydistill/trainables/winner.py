@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 
 from raydistill.platform import metrics as M
 from raydistill.platform.config import ExperimentConfig
@@ -44,7 +43,8 @@ def export_winner(cfg: ExperimentConfig, run: RunDir, data) -> Provenance:
     for i, out in zip(missing, computed):
         save_array(trials[i].test_logits, out["test"])
     logits = {"validation": load_array(trials[0].val_logits), "test": load_array(trials[0].test_logits)}
-    test_accuracy = [M.evaluate(load_array(t.test_logits), data.encoded["test"].labels)[M.ACCURACY] for t in trials]
+    test_mean, test_std = M.over_seeds([M.evaluate(load_array(t.test_logits), data.encoded["test"].labels)
+                                        for t in trials], M.ACCURACY)
     trial_card = read_provenance(sources[0])
     if trial_card is None:
         raise CheckpointError(f"{sources[0]} has no readable card")
@@ -55,8 +55,8 @@ def export_winner(cfg: ExperimentConfig, run: RunDir, data) -> Provenance:
         **{split: M.evaluate(logits[split], data.encoded[split].labels, load_array(run.teacher_logits(split)))
            for split in ("validation", "test")},
         "cell_validation_accuracy": float(cell[M.VAL_ACCURACY].mean()),
-        "cell_test_accuracy": float(np.mean(test_accuracy)),
-        "cell_test_accuracy_std": float(np.std(test_accuracy, ddof=1)) if len(test_accuracy) > 1 else 0.0,
+        "cell_test_accuracy": test_mean,
+        "cell_test_accuracy_std": test_std,
     })
     export_model(sources[0], run.student, data.tokenizer, card, logits)
     log.info(f"[sweep] exported the best-mean cell's best seed: {strategy} T={temperature:g} "

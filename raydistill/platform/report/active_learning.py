@@ -15,13 +15,14 @@ import numpy as np
 import pandas as pd
 
 from raydistill.platform import metrics as M
+from raydistill.platform.config import RANDOM_ACQUISITION
 from raydistill.platform.errors import CheckpointError
 from raydistill.platform.metrics import correctness
 from raydistill.platform.report.bootstrap import paired_bootstrap
 from raydistill.platform.report.run_files import optional_array, optional_logits
 from raydistill.platform.rundir import RunDir
 
-BASELINE = "random"
+BASELINE = RANDOM_ACQUISITION
 CONFIDENCE = 0.95
 # Columns of al_comparison (besides one accuracy column per arm).
 ARM = "arm"

@@ -297,7 +297,7 @@ def _strategy_section(layer: LayerQuestion | None) -> list[str]:
            f"**{R.strategy_sentence(layer.strategies)}**", ""]
     for t in layer.temperature:
         out.append(f"Temperature: T={t.high:g} minus T={t.low:g}, over the strategies that ran both: "
-                   f"{R.interval(t.diff, t.ci_low, t.ci_high)} (95%, not adjusted: one planned question).")
+                   f"{R.interval(t.diff, t.ci_low, t.ci_high)} ({S.CONFIDENCE}, not adjusted: one planned question).")
     if np.isfinite(layer.interaction_p):
         if layer.interaction_is_real:
             out.append(f"Strategy × temperature interaction: p = {layer.interaction_p:.3g}, real: a strategy's "
@@ -337,7 +337,7 @@ def _confirmation_section(conf: Confirmation | None, settings: Any) -> list[str]
     out += [f"Strategies: {len(held)} of {len(found)} validation findings replicate"
             + (f" ({', '.join(f'{s} {v}' for s, v in zip(held[M.STRATEGY], held[S.VERDICT]))})" if len(held) else "")
             + f"; cells: {(cells_found[REPLICATES] == 'yes').sum()} of {len(cells_found)}.", "",
-            "| strategy | validation | confirmation, points [95% CI] | confirmation | replicates |",
+            f"| strategy | validation | confirmation, points [{S.CONFIDENCE} CI] | confirmation | replicates |",
             "|---|---|---|---|---|"]
     for _, r in conf.strategies.iterrows():
         diff = "—" if r[S.VERDICT] == S.BEST else R.interval(r[S.DIFF], r[S.CI_LOW], r[S.CI_HIGH])
@@ -407,15 +407,15 @@ def _winner_test_logits(df: pd.DataFrame, winner: tuple[str, float] | None, labe
 def _seeds_row(name: str, logits: list[np.ndarray], labels: np.ndarray, teacher: np.ndarray | None,
                params: int | None) -> str:
     m = [M.evaluate(x, labels, teacher) for x in logits]
-    agree = [x[M.FIDELITY] for x in m] if teacher is not None else None
 
-    def cell(values: list[float] | None) -> str:
-        if values is None:
+    def cell(metric: str) -> str:
+        if metric not in m[0]:
             return "—"
-        return f"{np.mean(values):.4f}" + (f" ± {np.std(values, ddof=1):.4f}" if len(values) > 1 else "")
+        mean, std = M.over_seeds(m, metric)
+        return f"{mean:.4f}" + (f" ± {std:.4f}" if len(m) > 1 else "")
 
-    return (f"| {name} | {cell([x[M.ACCURACY] for x in m])} | {cell([x[M.MACRO_F1] for x in m])} "
-            f"| {cell([x[M.ECE] for x in m])} | {cell(agree)} | {R.fmt(params, ',d')} |")
+    return (f"| {name} | {cell(M.ACCURACY)} | {cell(M.MACRO_F1)} | {cell(M.ECE)} | {cell(M.FIDELITY)} "
+            f"| {R.fmt(params, ',d')} |")
 
 
 def _provenance_note(card: Provenance | None, winner: tuple[str, float] | None) -> list[str]:
@@ -446,6 +446,6 @@ def _al_section(run: RunDir) -> tuple[list[str], pd.DataFrame | None, pd.DataFra
     for count, row in table.iterrows():
         lines.append(f"| {count} | " + " | ".join(R.fmt(v, ".4f") for v in row) + " |")
     if not comparison.empty:
-        lines += ["", "Against random (95% paired bootstrap over the validation clusters):", ""]
+        lines += ["", f"Against random ({S.CONFIDENCE} paired bootstrap over the validation clusters):", ""]
         lines += [f"- {s}" for s in comparison[SENTENCE]]
     return lines + ["", f"![active learning](plots/{PLOT_ACTIVE_LEARNING})", ""], curve, comparison

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from raydistill.platform.report.bootstrap import paired_bootstrap
+from raydistill.platform.report.stats import CONFIDENCE
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ class TeacherCheck:
     def sentence(self) -> str:
         return (f"the teacher ({self.accuracy:.3f} on validation) does not beat the majority class "
                 f"({self.majority:.3f}) by a significant margin: {100 * self.diff:+.1f} points "
-                f"(95% CI {100 * self.ci_low:+.1f} to {100 * self.ci_high:+.1f})")
+                f"({CONFIDENCE} CI {100 * self.ci_low:+.1f} to {100 * self.ci_high:+.1f})")
 
 
 def check_teacher(logits: np.ndarray, labels: np.ndarray, groups: np.ndarray | None = None) -> TeacherCheck:

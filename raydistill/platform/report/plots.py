@@ -99,7 +99,7 @@ def plot_active_learning(curve: pd.DataFrame | str | Path, path: Path,
 
 def _plot_al_band(ax: Any, comparison: pd.DataFrame) -> None:
     x = comparison[M.LABELED_COUNT].to_numpy()
-    ax.fill_between(x, 100 * comparison[AL_LOW], 100 * comparison[AL_HIGH], alpha=0.3, label="95% CI")
+    ax.fill_between(x, 100 * comparison[AL_LOW], 100 * comparison[AL_HIGH], alpha=0.3, label=f"{S.CONFIDENCE} CI")
     ax.plot(x, 100 * comparison[AL_DIFF], marker="o", label=f"{comparison[ARM].iloc[0]} − random")
     ax.axhline(0, color="k", linewidth=1)
     ax.set_xlabel("labelled examples")
@@ -129,7 +129,7 @@ def plot_forest(cells: pd.DataFrame, strategies: pd.DataFrame | None, path: Path
         ax.axhline(len(strategies) - 0.5, color="#999999", linewidth=0.8, linestyle=":")
     ax.set_yticks(range(len(rows)), [r[0] for r in rows])
     ax.invert_yaxis()
-    ax.set_xlabel("validation accuracy minus the best, points (95% interval)")
+    ax.set_xlabel(f"validation accuracy minus the best, points ({S.CONFIDENCE} interval)")
     for verdict, colour in VERDICT_COLOURS.items():
         if any(r[4] == verdict for r in rows):
             ax.plot([], [], "o-", color=colour, label=verdict)

@@ -49,7 +49,7 @@ def _fmt_diff(row: dict[str, Any]) -> str:
 
 
 TABLE_HEAD = ["strategy", "T", "train loss", "val loss", "val acc mean ± std", "n", "retained",
-              "retained gain", M.FIDELITY, "params", "vs best, points [95% CI]", "p (Holm)", "verdict"]
+              "retained gain", M.FIDELITY, "params", f"vs best, points [{S.CONFIDENCE} CI]", "p (Holm)", "verdict"]
 
 
 def format_table(summary: pd.DataFrame, teacher: dict[str, Any] | None = None) -> str:
@@ -124,7 +124,7 @@ def policy_note(summary: pd.DataFrame) -> str:
         level = "seeds only (no val_logits.npy for every trial, so the examples are not resampled)"
     prior = "" if draws is None else f", prior df {draws.prior_df:.1f}"
     return (f"Inference: {S.POLICY}. Each cell is compared with the best mean: the difference in mean "
-            f"validation accuracy and its 95% interval from {summary.attrs.get('resamples', B.RESAMPLES):,} "
+            f"validation accuracy and its {S.CONFIDENCE} interval from {summary.attrs.get('resamples', B.RESAMPLES):,} "
             f"resamples ({level}; each cell's own seed variance moderated toward the others' by empirical "
             f"Bayes, {summary.attrs.get('seed_df', 0)} seed degrees of freedom{prior}). Intervals and "
             "p-values are Holm step-down adjusted and allow for the best being picked as the maximum. "
@@ -134,7 +134,7 @@ def policy_note(summary: pd.DataFrame) -> str:
 
 def strategy_table(table: pd.DataFrame) -> str:
     """The strategy table (temperatures pooled) in markdown."""
-    head = ["strategy", "runs", "val acc mean", "vs best, points [95% CI]", "p (Holm)", "verdict"]
+    head = ["strategy", "runs", "val acc mean", f"vs best, points [{S.CONFIDENCE} CI]", "p (Holm)", "verdict"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in table.itertuples(index=False):
         row = r._asdict()

@@ -57,6 +57,7 @@ from raydistill.platform.rundir import VAL_LOGITS
 
 POLICY = "cluster bootstrap, moderated per-cell seed variance, Holm step-down"
 ALPHA = 0.05
+CONFIDENCE = f"{1 - ALPHA:.0%}"  # "95%": how the intervals are labelled
 MARGIN = 0.01  # report.margin's default (1 point), as a fraction
 
 BEST = "best"
