@@ -33,7 +33,8 @@ from raydistill.serve.bench import run_bench
 
 GOALS = (  # (summary key per texts-per-request setting, goal, what it measures)
     ("student_share_of_in_process", 0.70, "Serve keeps of the student's in-process texts/s"),
-    ("share_of_in_process_ratio", 0.90, "HTTP student/teacher ratio, share of the in-process ratio"),
+    ("student_share_of_in_process_ratio", 0.90, "HTTP student/teacher ratio, share of the in-process ratio"),
+    ("student_int8_vs_teacher", 3.5, "HTTP int8 student / fp32 teacher texts/s"),
     ("student_batched_vs_per_request", 2.0, "student batched / per-request texts/s"),
     ("teacher_batched_vs_per_request", 2.0, "teacher batched / per-request texts/s"),
 )

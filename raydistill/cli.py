@@ -72,6 +72,29 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="throughput of student vs teacher, in process and over HTTP")
     p.add_argument("run_dir")
     _add_overrides(p)
+    p = sub.add_parser("frontier", help="students of every depth from a run's teacher: accuracy against "
+                       "texts/s, fp32 and int8, and the model to deploy")
+    p.add_argument("run_dir")
+    p.add_argument("--depths", type=_ints, default=None, metavar="1,2,...",
+                   help="student depths (default: every depth 1..n-1)")
+    p.add_argument("--seeds", type=_ints, default=None, metavar="0,1",
+                   help="seeds a depth, at least 2 (default: the run's first two)")
+    p.add_argument("--max-drop", type=float, default=None, metavar="POINTS",
+                   help="without a student equivalent to the teacher, recommend the fastest within this many points")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted frontier")
+    _add_overrides(p)
+    p = sub.add_parser("predict", help="label a CSV, JSONL or Parquet table with a run's model on Ray Data")
+    p.add_argument("run_dir")
+    p.add_argument("--input", required=True, metavar="FILE", help="a .csv, .jsonl or .parquet table")
+    p.add_argument("--output", required=True, metavar="FILE",
+                   help="the table with label, score and score_<label> columns added (.csv, .jsonl or .parquet)")
+    p.add_argument("--model", choices=["student", "teacher"], default="student")
+    p.add_argument("--precision", choices=["fp32", "int8", "bf16"], default="fp32")
+    p.add_argument("--text-column", default="text")
+    p.add_argument("--actors", type=int, default=1, help="model actors (each holds one model)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (and CPUs) per actor")
+    p.add_argument("--force", action="store_true", help="overwrite --output")
+    _add_verbosity(p)
     p = sub.add_parser("validate", help="check a config without running it")
     p.add_argument("config", nargs="?", help=f"{CONFIG_HELP} (default: the embedded default)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -267,8 +290,50 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_frontier(args) -> int:
+    from raydistill.pipeline import StudyRun, open_run
+    from raydistill.platform import manifest
+    from raydistill.platform.errors import CheckpointError
+    from raydistill.session import ray_session
+    from raydistill.platform.rundir import PLOT_FRONTIER
+    from raydistill.trainables.frontier import frontier
+
+    run, cfg = open_run(args.run_dir, args.overrides)
+    done = manifest.finished(run)
+    if "teacher" not in done or "sweep" not in done:
+        raise CheckpointError(f"{run.root} has no finished teacher and sweep: the frontier distils from the "
+                              "teacher and takes its strategy from the sweep (raydistill run --resume RUN)")
+    with ray_session(args.verbose):
+        outcome = frontier(cfg, run, StudyRun(cfg, run).data, done["teacher"]["labeled"], depths=args.depths,
+                           seeds=args.seeds, max_drop_points=args.max_drop, resume=args.resume)
+    result(outcome["recommendation"])
+    result(f"frontier: {run.frontier_md}, {run.frontier_csv}, {run.plot(PLOT_FRONTIER)}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from raydistill.session import ray_session
+    from raydistill.trainables.bulk_predict import predict_file
+
+    with ray_session(args.verbose):
+        out = predict_file(args.run_dir, args.input, args.output, model=args.model, precision=args.precision,
+                           text_column=args.text_column, actors=args.actors, threads_per_actor=args.threads,
+                           overwrite=args.force)
+    result(f"{out['rows']:,} rows labelled by the {args.model} ({args.precision}) in {out['seconds']:.1f}s "
+           f"({out['texts_per_s']:,.0f} texts/s) -> {args.output}")
+    return 0
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
 COMMANDS = {"run": cmd_run, "teacher": cmd_teacher, "sweep": cmd_sweep, "report": cmd_report,
-            "serve": cmd_serve, "bench": cmd_bench, "validate": cmd_validate, "configs": cmd_configs}
+            "serve": cmd_serve, "bench": cmd_bench, "frontier": cmd_frontier, "predict": cmd_predict,
+            "validate": cmd_validate, "configs": cmd_configs}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -220,6 +220,9 @@ class ServeConfig(_Section):
     # A client that sends headers and then stalls its body gets 408 after this long.
     body_timeout_s: float = Field(default=10.0, gt=0)
     request_timeout_s: float = Field(default=30.0, gt=0)
+    # The numeric precision the models run at: fp32 as trained, int8 (CPU; per-channel dynamic
+    # quantisation, raydistill.platform.precision) or bf16 (CUDA).
+    precision: Literal["fp32", "int8", "bf16"] = "fp32"
 
 
 class BenchConfig(_Section):
@@ -232,6 +235,8 @@ class BenchConfig(_Section):
     # Each HTTP level runs once per value: 1 text a request shows the HTTP stack's fixed cost,
     # several (a page of reviews) show the model's own speed through Serve.
     texts_per_request: list[int] = Field(default_factory=lambda: [1], min_length=1)
+    # The int8 student beside the fp32 models, in process and over HTTP (its own application).
+    int8: bool = True
 
     @field_validator("texts_per_request", mode="before")
     @classmethod

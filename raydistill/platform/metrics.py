@@ -34,6 +34,7 @@ ROUND = "round"
 LABELED_COUNT = "labeled_count"
 PARAMS = "params"
 LAYERS = "layers"
+NUM_LAYERS = "num_layers"  # a frontier trial's student depth
 STRATEGY = "strategy"
 TEMPERATURE = "temperature"
 SEED = "seed"

@@ -22,6 +22,7 @@ import numpy as np
 from raydistill.platform.errors import CheckpointError
 
 TUNE_EXPERIMENT = "students"
+FRONTIER_EXPERIMENT = "frontier"  # `raydistill frontier`'s students of every depth
 
 # Every file and directory name a stage writes or reads lives here; no other module spells one
 # (tests/test_layout.py greps for them). Names Tune and Hugging Face choose are named here too,
@@ -42,6 +43,8 @@ CONFIRMATION_CSV = "confirmation.csv"
 STUDY_JSON = "study.json"
 BENCH_JSON = "bench.json"
 BENCH_MD = "bench.md"
+FRONTIER_CSV = "frontier.csv"
+FRONTIER_MD = "frontier.md"
 LABEL_NAMES = "label_names.json"
 CLUSTERS = "clusters.json"
 CONFIRMATION_MASK = "test_unseen.npy"
@@ -55,6 +58,7 @@ PLOT_LEARNING_CURVES = "learning_curves.png"
 PLOT_ACTIVE_LEARNING = "active_learning.png"
 PLOT_FOREST = "forest.png"
 PLOT_BENCH = "bench.png"
+PLOT_FRONTIER = "frontier.png"
 PLOT_AL_TEACHER = "al_curve.png"  # the URL name of al/curve.png
 
 # A model directory (teacher/, student/, a checkpoint's model/): Hugging Face's files and ours
@@ -196,7 +200,17 @@ class RunDir:
     cache = property(lambda self: self.root / "cache")
     tune = property(lambda self: self.root / "tune")
     tune_experiment = property(lambda self: self.root / "tune" / TUNE_EXPERIMENT)
-    tune_resume = property(lambda self: self.root / "tune" / TUNE_RESUME)
+    tune_resume = property(lambda self: self.resume_dir(TUNE_EXPERIMENT))
+    frontier_csv = property(lambda self: self.root / FRONTIER_CSV)
+    frontier_md = property(lambda self: self.root / FRONTIER_MD)
+
+    def experiment(self, name: str) -> Path:
+        """A Tune experiment of this run: the sweep's (``students``) or the frontier's."""
+        return self.tune / name
+
+    def resume_dir(self, experiment: str) -> Path:
+        """Where an interrupted experiment's last checkpoints wait for ``--resume``."""
+        return self.tune / (TUNE_RESUME if experiment == TUNE_EXPERIMENT else f"{TUNE_RESUME}-{experiment}")
     optuna_best = property(lambda self: self.root / "tune" / OPTUNA_BEST)
     student = property(lambda self: self.root / "student")
     tensorboard = property(lambda self: self.root / "tensorboard")

@@ -135,6 +135,7 @@ def build_app(args: BuildArgs | dict[str, Any]) -> serve.Application:
             label_names=label_names,
             facts=model_facts(run, name),
             performance=cfg.performance.model_dump(),
+            precision=settings.precision,
         )
     gateway = Gateway.options(
         logging_config=_logging(settings),

@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 from raydistill.platform import logs
 from raydistill.platform.config import BenchConfig, ExperimentConfig, load_config
+from raydistill.platform.bench_format import series_name, target_key
 from raydistill.platform.export import model_config
 from raydistill.platform.machine import cpu_name
 from raydistill.platform.rundir import PLOT_BENCH, RunDir
@@ -120,15 +121,23 @@ def run_bench(
     bench = cfg or exp.bench
     token = token if token is not None else os.environ.get(serve_app.TOKEN_ENV) or None
     models = serve_app.served_models(run)
+    int8 = bench.int8 and "student" in models
+    series = {series_name(m, "fp32"): (m, "fp32") for m in models}
+    if int8:
+        series[series_name("student", "int8")] = ("student", "int8")
     texts, source = bench_texts(run, exp, log)
-    log(f"[bench] {run.root}: models {models}, {len(texts)} texts ({source})")
+    log(f"[bench] {run.root}: {', '.join(series)}; {len(texts)} texts ({source})")
     started = time.perf_counter()
-    in_process = measure_in_process(run, exp, bench, texts, models, log)
+    in_process = measure_in_process(run, exp, bench, texts, series, log)
     settings = serve_app.serve_settings(exp)
-    with serve_apps(run, exp, base_url, baseline, token, log) as (batched_url, baseline_url):
-        urls = {"batched": batched_url} | ({"per_request": baseline_url} if baseline_url else {})
-        http = measure_http(urls, models, bench, texts, token, settings.request_timeout_s, log)
-    summary = summarize_bench(in_process, http, models)
+    with serve_apps(run, exp, base_url, baseline, token, log, int8=int8) as (batched_url, baseline_url, int8_url):
+        targets = {target_key(m, "batched"): (batched_url, m) for m in models}
+        if baseline_url:
+            targets |= {target_key(m, "per_request"): (baseline_url, m) for m in models}
+        if int8_url:
+            targets[target_key(series_name("student", "int8"), "batched")] = (int8_url, "student")
+        http = measure_http(targets, bench, texts, token, settings.request_timeout_s, log)
+    summary = summarize_bench(in_process, http, list(series))
     result = {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "run_dir": run.root.name,  # the run's own name: the file stays true when the run moves
@@ -145,11 +154,12 @@ def run_bench(
             "baseline_max_batch_size": 1 if baseline else None,
         },
         "models": _model_sizes(run, models),
+        "series": {name: {"model": m, "precision": p} for name, (m, p) in series.items()},
         "texts": {"source": source, "count": len(texts)},
         "in_process": in_process,
         "http": http,
         "summary": summary,
-        "headline": headline(summary, models),
+        "headline": headline(summary, list(series)),
         "seconds": round(time.perf_counter() - started, 1),
     }
     write_outputs(run, result)

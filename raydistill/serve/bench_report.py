@@ -9,20 +9,22 @@ from pathlib import Path
 from typing import Any
 
 from raydistill.platform.rundir import PLOT_BENCH, RunDir, atomic_write_json, atomic_write_text, json_safe, write_atomically
+from raydistill.platform.bench_format import series_of, target_key
 from raydistill.serve.throughput import ratio
 
 
 def summarize_bench(
-    in_process: list[dict[str, Any]], http: list[dict[str, Any]], models: list[str]
+    in_process: list[dict[str, Any]], http: list[dict[str, Any]], series: list[str]
 ) -> dict[str, Any]:
     """The headline ratios: in process at the largest batch size; over HTTP at the highest
     concurrency, once per texts-per-request setting, with what Serve keeps of the in-process
-    figures (each model's best batched texts/s over the levels, and the student/teacher ratio)."""
+    figures (each series' best batched texts/s over the levels, and the ratios to the teacher)."""
     top_batch = in_process[-1]
     top_level = max(row["concurrency"] for row in http)
+    others = [name for name in series if name != "teacher"]
     summary: dict[str, Any] = {
         "in_process_batch_size": top_batch["batch_size"],
-        "in_process_student_vs_teacher": top_batch["student_vs_teacher"],
+        **{f"in_process_{name}_vs_teacher": top_batch.get(f"{name}_vs_teacher") for name in others},
         "http_concurrency": top_level,
         "http": [],
     }
@@ -30,14 +32,13 @@ def summarize_bench(
         if row["concurrency"] != top_level:
             continue
         per_request = row["texts_per_request"]
-        entry = {
-            "texts_per_request": per_request,
-            "student_vs_teacher": row["student_vs_teacher"],
-            "share_of_in_process_ratio": ratio(row["student_vs_teacher"],
-                                                top_batch["student_vs_teacher"]),
-        }
-        for name in models:
-            best = max(r[f"{name}_batched"]["texts_per_s"] for r in http
+        entry: dict[str, Any] = {"texts_per_request": per_request}
+        for name in others:
+            entry[f"{name}_vs_teacher"] = row.get(f"{name}_vs_teacher")
+            entry[f"{name}_share_of_in_process_ratio"] = ratio(row.get(f"{name}_vs_teacher"),
+                                                               top_batch.get(f"{name}_vs_teacher"))
+        for name in series:
+            best = max(r[target_key(name, "batched")]["texts_per_s"] for r in http
                        if r["texts_per_request"] == per_request)
             entry[f"{name}_share_of_in_process"] = ratio(best, top_batch[name]["texts_per_s"])
             key = f"{name}_batched_vs_per_request"
@@ -51,20 +52,26 @@ def _texts(n: int) -> str:
     return f"{n} text{'s' if n != 1 else ''}"
 
 
-def headline(summary: dict[str, Any], models: list[str]) -> list[str]:
+def _label(name: str) -> str:
+    """``student_int8`` -> ``int8 student`` (fp32 series keep their name)."""
+    model, _, precision = name.partition("_")
+    return f"{precision} {model}" if precision else model
+
+
+def headline(summary: dict[str, Any], series: list[str]) -> list[str]:
     """The ratios worth reading, one sentence each (bench.md, and what the CLI prints)."""
-    lines = [
-        f"in process, batch {summary['in_process_batch_size']}: student/teacher throughput "
-        f"{fmt(summary['in_process_student_vs_teacher'], 2)}x",
-    ]
+    others = [name for name in series if name != "teacher"]
+    ratios = ", ".join(f"{_label(n)}/teacher {fmt(summary.get(f'in_process_{n}_vs_teacher'), 2)}x" for n in others)
+    lines = [f"in process, batch {summary['in_process_batch_size']}: throughput {ratios}"]
     for entry in summary["http"]:
         level = f"over HTTP, {summary['http_concurrency']} clients x {_texts(entry['texts_per_request'])} a request"
-        share = entry["share_of_in_process_ratio"]
-        kept = ", ".join(f"{name} {pct(entry[f'{name}_share_of_in_process'])}" for name in models)
-        lines.append(f"{level}: student/teacher throughput {fmt(entry['student_vs_teacher'], 2)}x "
-                     f"({pct(share)} of the in-process ratio); texts/s kept from in process: {kept}")
-        batched = [f"{name} {fmt(entry[f'{name}_batched_vs_per_request'], 2)}x" for name in models
-                   if entry.get(f"{name}_batched_vs_per_request") is not None]
+        ratios = ", ".join(f"{_label(n)}/teacher {fmt(entry.get(f'{n}_vs_teacher'), 2)}x "
+                           f"({pct(entry.get(f'{n}_share_of_in_process_ratio'))} of the in-process ratio)"
+                           for n in others)
+        kept = ", ".join(f"{_label(n)} {pct(entry[f'{n}_share_of_in_process'])}" for n in series)
+        lines.append(f"{level}: throughput {ratios}; texts/s kept from in process: {kept}")
+        batched = [f"{_label(n)} {fmt(entry[f'{n}_batched_vs_per_request'], 2)}x" for n in series
+                   if entry.get(f"{n}_batched_vs_per_request") is not None]
         if batched:
             lines.append(f"{level}: batched/per-request throughput {', '.join(batched)}")
     return lines
@@ -93,7 +100,7 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
 def bench_markdown(result: dict[str, Any]) -> str:
     """bench.md: the machine, the settings, the headline ratios, then every table."""
     m, s, b = result["machine"], result["serve"], result["bench"]
-    models = list(result["models"])
+    models = series_of(result)
     gpu = f" ({m['gpu']})" if m["gpu"] else ""
     lines = [
         "# Serving benchmark",
@@ -181,7 +188,7 @@ def plot_bench(result: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import NullLocator, ScalarFormatter
 
-    models = list(result["models"])
+    models = series_of(result)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     sizes = [row["batch_size"] for row in result["in_process"]]
     for name in models:

@@ -66,6 +66,7 @@ class Classifier:
         label_names: list[str] | None = None,
         facts: dict[str, Any] | None = None,
         performance: dict[str, Any] | None = None,
+        precision: str = "fp32",
     ) -> None:
         import torch
 
@@ -73,7 +74,7 @@ class Classifier:
         self.max_batch_size = max_batch_size
         # ``performance``: the run's fast-path switches (bf16, compile, attention, pinned copies).
         self.predictor = Predictor(model_dir, max_length=max_length, label_names=label_names,
-                                   performance=performance)
+                                   performance=performance, precision=precision)
         if self.predictor.device.type == "cpu":
             # Ray sets OMP_NUM_THREADS from num_cpus; say it explicitly so ratios are fair.
             torch.set_num_threads(threads)
@@ -123,6 +124,7 @@ class Classifier:
             "parameters": p.num_parameters,
             "labels": p.labels,
             "device": str(p.device),
+            "precision": p.precision,
             "max_length": p.max_length,
             "max_batch_size": self.max_batch_size,
             **self.facts,

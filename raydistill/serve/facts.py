@@ -192,7 +192,7 @@ def _serving(run: RunDir) -> dict[str, Any] | None:
     bench = _read_json(run.bench_json)
     if not isinstance(bench.get("summary"), dict):
         return {"error": "bench.json could not be read"}
-    ratio_keys = ("texts_per_request", "concurrency", "student_vs_teacher",
+    ratio_keys = ("texts_per_request", "concurrency", "student_vs_teacher", "student_int8_vs_teacher",
                   "student_batched_vs_per_request", "teacher_batched_vs_per_request")
     machine = bench.get("machine") if isinstance(bench.get("machine"), dict) else {}
     return {
@@ -200,7 +200,8 @@ def _serving(run: RunDir) -> dict[str, Any] | None:
         "machine": {k: machine.get(k) for k in ("cpu", "cpu_cores", "device", "gpu")},
         "headline": [str(line) for line in bench.get("headline") or []],
         "summary": bench["summary"],
-        "in_process": [{"batch_size": row.get("batch_size"), "student_vs_teacher": row.get("student_vs_teacher")}
+        "in_process": [{"batch_size": row.get("batch_size"), "student_vs_teacher": row.get("student_vs_teacher"),
+                        "student_int8_vs_teacher": row.get("student_int8_vs_teacher")}
                        for row in bench.get("in_process") or [] if isinstance(row, dict)],
         "http": [{k: row.get(k) for k in ratio_keys}
                  for row in bench.get("http") or [] if isinstance(row, dict)],

@@ -23,7 +23,7 @@ def ratio(a: float | None, b: float | None) -> float | None:
 
 
 @contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
+def torch_threads(n: int) -> Iterator[None]:
     """The replicas' thread count for the in-process measurement, restored afterwards."""
     import torch
 
@@ -35,7 +35,7 @@ def _torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _interleaved_timings(
+def interleaved_timings(
     predictors: dict[str, Any], batch: list[str], seconds: float, max_calls: int
 ) -> dict[str, list[float]]:
     """Seconds per ``predict(batch)`` call, the models taking turns call by call, so a shared
@@ -55,17 +55,18 @@ def _interleaved_timings(
 
 
 def measure_in_process(
-    run: RunDir, cfg: ExperimentConfig, bench: BenchConfig, texts: list[str], models: list[str],
+    run: RunDir, cfg: ExperimentConfig, bench: BenchConfig, texts: list[str], series: dict[str, tuple[str, str]],
     log: Callable[[str], None] = logs.log.info,
 ) -> list[dict[str, Any]]:
-    """(a) texts/s of each model's ``Predictor.predict`` at each batch size, no HTTP.
+    """(a) texts/s of each series' ``Predictor.predict`` at each batch size, no HTTP. ``series``
+    maps a name to (model, precision).
 
     texts/s = batch size / median seconds per call; calls alternate between the models.
     """
-    with _torch_threads(cfg.threads_per_worker):
+    with torch_threads(cfg.threads_per_worker):
         predictors = {
-            name: Predictor(run.root / name, max_length=cfg.tokenizer.max_length)
-            for name in models
+            name: Predictor(run.model(model), max_length=cfg.tokenizer.max_length, precision=precision)
+            for name, (model, precision) in series.items()
         }
         seconds = min(max(bench.seconds_per_level, 0.2), 10.0)
         rows = []
@@ -73,17 +74,17 @@ def measure_in_process(
             batch = [texts[i % len(texts)] for i in range(size)]
             most_texts = bench.requests_per_level * max(bench.texts_per_request)
             max_calls = max(20, math.ceil(most_texts / size))
-            timings = _interleaved_timings(predictors, batch, seconds, max_calls)
+            timings = interleaved_timings(predictors, batch, seconds, max_calls)
             row: dict[str, Any] = {"batch_size": size}
             for name, times in timings.items():
                 median = statistics.median(times)
                 row[name] = {"texts_per_s": size / median, "ms_per_batch": 1000 * median,
                              "calls": len(times)}
-                log(f"[bench] in-process {name:7s} batch {size:4d}: "
+                log(f"[bench] in-process {name:12s} batch {size:4d}: "
                     f"{size / median:9.1f} texts/s ({1000 * median:.2f} ms/batch, {len(times)} calls)")
-            row["student_vs_teacher"] = ratio(
-                row.get("student", {}).get("texts_per_s"), row.get("teacher", {}).get("texts_per_s")
-            )
+            for name in series:
+                if name != "teacher":
+                    row[f"{name}_vs_teacher"] = ratio(row[name]["texts_per_s"], row.get("teacher", {}).get("texts_per_s"))
             rows.append(row)
     return rows
 

@@ -32,7 +32,7 @@ from raydistill.platform.fastpath import (
     restore_optimizer,
     select_device,
 )
-from raydistill.platform.layers import build_student
+from raydistill.platform.layers import build_student, hidden_layer_map
 from raydistill.platform.losses import kd_loss
 from raydistill.platform.models import (
     count_parameters,
@@ -55,8 +55,9 @@ def _device(cfg: ExperimentConfig) -> torch.device:
 
 
 def _distil_epoch(student, teacher, shared: dict[str, Any], trial: dict[str, Any], optimizer,
-                  scheduler, epoch: int, device) -> dict[str, float]:
-    """One pass over the pool; returns the mean of each loss term."""
+                  scheduler, epoch: int, device, layer_map: list[int]) -> dict[str, float]:
+    """One pass over the pool; returns the mean of each loss term. ``layer_map``: the teacher
+    layer each student layer's hidden state is matched to (``beta > 0``)."""
     cfg: ExperimentConfig = shared["cfg_obj"]
     perf = cfg.performance
     pool: Encoded = shared["pool"]
@@ -82,7 +83,7 @@ def _distil_epoch(student, teacher, shared: dict[str, Any], trial: dict[str, Any
             loss = kd_loss(out.logits.float(), t_logits.float(), batch["labels"].to(device),
                            labeled[index].to(device), trial["temperature"], trial["alpha"], beta,
                            out.hidden_states if beta > 0 else None, t_hidden,
-                           shared["layer_map"][trial["strategy"]] if beta > 0 else None,
+                           layer_map if beta > 0 else None,
                            inputs["attention_mask"])
         optimizer.zero_grad(set_to_none=True)
         loss.total.backward()
@@ -132,8 +133,9 @@ def _distil(trial: dict[str, Any], shared: dict[str, Any]) -> None:
     attention = attn_implementation(perf)
     teacher = load_classifier(shared["teacher_dir"], attention)
     # The student's config is the teacher's, attention implementation included.
-    student, provenance = build_student(teacher, trial["strategy"], cfg.student.num_layers,
-                                        cfg.sweep.custom_layers, seed=trial["seed"])
+    k = int(trial.get("num_layers", cfg.student.num_layers))  # the frontier varies the depth per trial
+    student, provenance = build_student(teacher, trial["strategy"], k, cfg.sweep.custom_layers, seed=trial["seed"])
+    layer_map = hidden_layer_map(trial["strategy"], teacher.config.num_hidden_layers, k, cfg.sweep.custom_layers)
     teacher = maybe_compile(teacher.to(device).eval(), perf) if cfg.student.beta > 0 else None  # beta = 0: cache only
     start_epoch, resumed, history = 0, {}, []
     checkpoint = tune.get_checkpoint()  # Tune's own retry of this trial (a lost worker)
@@ -171,7 +173,7 @@ def _distil(trial: dict[str, Any], shared: dict[str, Any]) -> None:
                       alpha=trial["alpha"], lr=trial["lr"], seed=trial["seed"], exported="a sweep trial's checkpoint")
     fast = maybe_compile(student, perf)  # runs the passes; ``student`` (same weights) is saved
     for epoch in range(start_epoch, cfg.student.epochs):
-        train_metrics = _distil_epoch(fast, teacher, shared, trial, optimizer, scheduler, epoch, device)
+        train_metrics = _distil_epoch(fast, teacher, shared, trial, optimizer, scheduler, epoch, device, layer_map)
         last = epoch + 1 == cfg.student.epochs
         val_metrics = {}
         if last or cfg.student.validate_every_epoch:
@@ -207,5 +209,7 @@ def _read_resume_state(files: CheckpointDir) -> dict[str, Any]:
 
 
 def point_key(point: dict[str, Any]) -> str:
-    """A trial's point in words, e.g. ``odd-T2-seed1``: its directory tag and its resume key."""
-    return f"{point['strategy']}-T{float(point['temperature']):g}-seed{int(point['seed'])}"
+    """A trial's point in words, e.g. ``odd-T2-seed1`` (``uniform-k2-T2-seed1`` at a set depth):
+    its directory tag and its resume key."""
+    depth = f"-k{int(point['num_layers'])}" if point.get("num_layers") is not None else ""
+    return f"{point['strategy']}{depth}-T{float(point['temperature']):g}-seed{int(point['seed'])}"

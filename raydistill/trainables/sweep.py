@@ -20,34 +20,30 @@ from ray.tune.search import BasicVariantGenerator
 from raydistill.platform import metrics as M
 from raydistill.platform.config import ExperimentConfig
 from raydistill.platform.errors import CheckpointError, SweepInterrupted
-from raydistill.platform.layers import hidden_layer_map
 from raydistill.platform.logs import log
-from raydistill.platform.models import load_classifier
 from raydistill.platform.prepared import transfer_indices
 from raydistill.platform.report import COMPLETED, load_results
 from raydistill.platform.report.trials import read_error_line
-from raydistill.platform.rundir import RunDir, TrialDir, atomic_write_json, load_array
+from raydistill.platform.rundir import TUNE_EXPERIMENT, RunDir, TrialDir, atomic_write_json, load_array
 from raydistill.platform.tracking import RUN_TAG, STAGE_TAG, mlflow_target
 from raydistill.trainables.resources import Demand, preflight
 from raydistill.trainables.student_trial import point_key, train_student
 
 
-def shared_data(cfg: ExperimentConfig, run: RunDir, data, labeled: list[int]) -> dict[str, Any]:
+def shared_data(cfg: ExperimentConfig, run: RunDir, data, labeled: list[int],
+                experiment: str = TUNE_EXPERIMENT) -> dict[str, Any]:
     """Everything every trial reads, put in the object store once by ``tune.with_parameters``."""
     pool = data.encoded["train"]
     mask = np.zeros(len(pool), dtype=bool)
     mask[np.asarray(labeled, dtype=np.int64)] = True
-    n = load_classifier(run.teacher).config.num_hidden_layers
     return {
         "cfg": cfg.model_dump(mode="json"), "teacher_dir": str(run.teacher),
-        "experiment_dir": str(run.tune_experiment), "pool": pool, "validation": data.encoded["validation"],
+        "experiment_dir": str(run.experiment(experiment)), "pool": pool, "validation": data.encoded["validation"],
         "test": data.encoded["test"],
         "labeled_mask": mask, "pad_token_id": data.pad_token_id,
         "transfer": transfer_indices(len(pool), cfg.student.transfer_size, cfg.seed),  # sorted
         "teacher_pool_logits": load_array(run.teacher_logits("train")),
         "teacher_val_logits": load_array(run.teacher_logits("validation")),
-        "layer_map": {s: hidden_layer_map(s, n, cfg.student.num_layers, cfg.sweep.custom_layers)
-                      for s in cfg.sweep.strategies},
     }
 
 
@@ -135,7 +131,7 @@ class _NoTensorBoard(TBXLoggerCallback):
         pass
 
 
-def _run_config(cfg: ExperimentConfig, run: RunDir, total: int, name: str = "students") -> tune.RunConfig:
+def _run_config(cfg: ExperimentConfig, run: RunDir, total: int, name: str = TUNE_EXPERIMENT) -> tune.RunConfig:
     """Tune's run config. Tracking goes through Ray's own callbacks: each trial's TensorBoard
     events in its trial directory, and with ``tracking.mlflow_uri`` one MLflow run per trial
     (its point as params, every epoch's metrics), tagged with the run and the phase."""
@@ -146,7 +142,7 @@ def _run_config(cfg: ExperimentConfig, run: RunDir, total: int, name: str = "stu
         uri, experiment = target
         callbacks.append(MLflowLoggerCallback(
             tracking_uri=uri, experiment_name=experiment, save_artifact=False,
-            tags={RUN_TAG: run.root.name, STAGE_TAG: "sweep" if name == "students" else name,
+            tags={RUN_TAG: run.root.name, STAGE_TAG: "sweep" if name == TUNE_EXPERIMENT else name,
                   "raydistill.run_dir": str(run.root)}))
     return tune.RunConfig(
         name=name, storage_path=str(run.tune), verbose=0, callbacks=callbacks,
@@ -198,11 +194,19 @@ def run_sweep(cfg: ExperimentConfig, run: RunDir, data, labeled: list[int], resu
         tuned = json.loads(tuned_file.read_text(encoding="utf-8"))
     else:
         tuned = optuna_phase(cfg, run, shared) if cfg.sweep.search == "optuna" else None
-    points = grid_points(cfg, tuned)
-    if resume and run.tune_experiment.exists():
-        points, shared["resume"] = _points_to_resume(cfg, run, points)
+    return run_trials(cfg, run, shared, grid_points(cfg, tuned), TUNE_EXPERIMENT, resume)
+
+
+def run_trials(cfg: ExperimentConfig, run: RunDir, shared: dict[str, Any], points: list[dict[str, Any]],
+               experiment: str, resume: bool, command: str = "sweep") -> int:
+    """Run ``points`` as Tune trials of ``experiment`` (one trial a point); returns how many ran.
+    With ``resume``, only unfinished points run, each from its last checkpoint when it has one.
+    ``command`` names the CLI command that resumes it in the message of SweepInterrupted."""
+    exp = run.experiment(experiment)
+    if resume and exp.exists():
+        points, shared["resume"] = _points_to_resume(cfg, run, points, experiment)
         if not points:
-            log.info("[sweep] every trial has finished: nothing to resume")
+            log.info(f"[{command}] every trial has finished: nothing to resume")
             return 0
     # Every point overrides every axis, so each of the len(points) samples is exactly one trial;
     # the axes only tell Tune the keys and their values.
@@ -212,7 +216,7 @@ def run_sweep(cfg: ExperimentConfig, run: RunDir, data, labeled: list[int], resu
         tune_config=tune.TuneConfig(search_alg=BasicVariantGenerator(points_to_evaluate=points),
                                     num_samples=len(points), max_concurrent_trials=cfg.sweep.max_concurrent_trials,
                                     reuse_actors=True, trial_dirname_creator=_trial_dirname),
-        run_config=_run_config(cfg, run, len(points)),
+        run_config=_run_config(cfg, run, len(points), name=experiment),
     )
     started = time.monotonic()
     grid = tuner.fit()
@@ -224,23 +228,23 @@ def run_sweep(cfg: ExperimentConfig, run: RunDir, data, labeled: list[int], resu
              f"tensorboard --logdir {run.root}")
     if finished + errors < len(grid):  # Tune returns normally on Ctrl-C, with trials unfinished
         raise SweepInterrupted(
-            f"the sweep stopped with {len(grid) - finished - errors} trials unfinished; "
-            f"continue it with: raydistill sweep {run.root} --resume")
-    shutil.rmtree(run.tune_resume, ignore_errors=True)
+            f"the {command} stopped with {len(grid) - finished - errors} trials unfinished; "
+            f"continue it with: raydistill {command} {run.root} --resume")
+    shutil.rmtree(run.resume_dir(experiment), ignore_errors=True)
     return len(grid)
 
 
-def _points_to_resume(cfg: ExperimentConfig, run: RunDir,
-                      points: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, str]]:
+def _points_to_resume(cfg: ExperimentConfig, run: RunDir, points: list[dict[str, Any]],
+                      experiment: str) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """The points without a finished trial, and, by point, the staged last checkpoint of its
     unfinished trial. Unfinished trial directories are removed once their checkpoint is staged
     (in ``RunDir.tune_resume``), so each (strategy, T, seed) ends with exactly one directory."""
     try:
-        df = load_results(run.root, expected_epochs=cfg.student.epochs)
+        df = load_results(run.experiment(experiment), expected_epochs=cfg.student.epochs)
     except CheckpointError:  # the sweep never got as far as a trial directory
         return points, {}
     done = {point_key(r) for r in df.to_dict("records") if r["status"] == COMPLETED}
-    staged_dir = run.tune_resume
+    staged_dir = run.resume_dir(experiment)
     staged = {p.name: str(p) for p in staged_dir.iterdir()} if staged_dir.is_dir() else {}
     for row in df[df["trial_dir"].notna()].sort_values("finished_at", na_position="first").to_dict("records"):
         key, trial_dir = point_key(row), Path(row["trial_dir"])

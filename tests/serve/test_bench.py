@@ -57,7 +57,7 @@ def test_bench_writes_json_md_and_plot_with_sane_numbers(served, tiny_run):
     from ray import serve
 
     from raydistill.serve.bench import run_bench
-    from raydistill.serve.http_bench import BASELINE_APP
+    from raydistill.serve.http_bench import BASELINE_APP, INT8_APP
 
     cfg = BenchConfig(batch_sizes=[1, 8], concurrency=[1, 8], requests_per_level=16,
                       seconds_per_level=2.0, texts_per_request=[1, 3])
@@ -71,14 +71,16 @@ def test_bench_writes_json_md_and_plot_with_sane_numbers(served, tiny_run):
     assert any("in-process" in line for line in lines) and any("http" in line for line in lines)
 
     assert [row["batch_size"] for row in result["in_process"]] == [1, 8]
+    assert list(result["series"]) == ["student", "teacher", "student_int8"]
     for row in result["in_process"]:
         assert row["student"]["texts_per_s"] > 0 and row["teacher"]["texts_per_s"] > 0
-        assert row["student_vs_teacher"] > 0
+        assert row["student_vs_teacher"] > 0 and row["student_int8_vs_teacher"] > 0
     levels = [(row["texts_per_request"], row["concurrency"]) for row in result["http"]]
     assert levels == [(1, 1), (1, 8), (3, 1), (3, 8)]
     for row in result["http"]:
         assert row["student_vs_teacher"] > 0
-        for key in ("student_batched", "teacher_batched", "student_per_request", "teacher_per_request"):
+        for key in ("student_batched", "teacher_batched", "student_per_request", "teacher_per_request",
+                    "student_int8_batched"):
             level = row[key]
             assert level["errors"] == 0 and level["ok"] == level["requests"] > 0, level
             assert level["requests"] <= 16
@@ -93,11 +95,13 @@ def test_bench_writes_json_md_and_plot_with_sane_numbers(served, tiny_run):
         top = next(row for row in result["http"]
                    if row["concurrency"] == 8 and row["texts_per_request"] == entry["texts_per_request"])
         assert entry["student_vs_teacher"] == top["student_vs_teacher"]
-        assert entry["share_of_in_process_ratio"] == pytest.approx(
+        assert entry["student_share_of_in_process_ratio"] == pytest.approx(
             top["student_vs_teacher"] / summary["in_process_student_vs_teacher"])
+        assert entry["student_int8_vs_teacher"] == top["student_int8_vs_teacher"] > 0
         assert all(v is not None and math.isfinite(v) for v in entry.values()), entry
     # in process, then per texts-per-request setting: the ratio line and the batched line
     assert len(result["headline"]) == 5 and all("x" in line for line in result["headline"])
+    assert "int8 student/teacher" in result["headline"][0]
     assert "8 clients x 3 texts a request" in result["headline"][3]
     assert all(line in md for line in result["headline"])
     assert "Where a request's time goes" in md and "proxy + socket" in md
@@ -105,4 +109,4 @@ def test_bench_writes_json_md_and_plot_with_sane_numbers(served, tiny_run):
     assert result["serve"]["baseline_max_batch_size"] == 1
     # the bench removed the baseline it deployed and left the running app alone
     apps = serve.status().applications
-    assert BASELINE_APP not in apps and "raydistill" in apps
+    assert BASELINE_APP not in apps and INT8_APP not in apps and "raydistill" in apps

@@ -127,8 +127,8 @@ def test_serving_ratios_come_from_bench_json(tiny_run, tmp_path):
     assert serving["headline"] == result["headline"] and serving["summary"] == result["summary"]
     assert [row["concurrency"] for row in serving["http"]] == [1, 8]
     assert serving["http"][1]["student_batched_vs_per_request"] == 1.5
-    assert serving["in_process"] == [{"batch_size": 1, "student_vs_teacher": 2.0},
-                                     {"batch_size": 8, "student_vs_teacher": 2.0}]
+    assert serving["in_process"] == [{"batch_size": 1, "student_vs_teacher": 2.0, "student_int8_vs_teacher": None},
+                                     {"batch_size": 8, "student_vs_teacher": 2.0, "student_int8_vs_teacher": None}]
     run.bench_json.write_text("{not json")
     assert study_facts(run.root)["serving"] == {"error": "bench.json could not be read"}
 

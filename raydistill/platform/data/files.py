@@ -16,7 +16,8 @@ _FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".parquet": "parquet"}
 _COMPRESSIONS = (".gz", ".bz2", ".xz", ".zip", ".zst")
 
 
-def _format_of(path: Path) -> str | None:
+def file_format(path: Path) -> str | None:
+    """csv, jsonl or parquet by the file's suffix (compressed ones too), else None."""
     suffixes = [s for s in path.suffixes if s not in _COMPRESSIONS] or [""]
     return _FORMATS.get(suffixes[-1].lower())
 
@@ -45,7 +46,7 @@ def _split_files(root: Path) -> dict[str, Path]:
     found: dict[str, list[Path]] = {}
     for p in sorted(root.iterdir()):
         stem = p.name.split(".")[0]
-        if p.is_file() and stem in SPLITS and _format_of(p):
+        if p.is_file() and stem in SPLITS and file_format(p):
             found.setdefault(stem, []).append(p)
     for name, paths in found.items():
         if len(paths) > 1:
@@ -60,7 +61,7 @@ def _split_files(root: Path) -> dict[str, Path]:
 
 def _read_table(path: Path, text_columns: list[str]) -> pd.DataFrame:
     """Read one table; text columns stay strings (a CSV cell "007" is not the number 7)."""
-    fmt = _format_of(path)
+    fmt = file_format(path)
     if fmt is None:
         raise DataError(f"{path}: unsupported file type; use {', '.join(_FORMATS)}")
     if path.stat().st_size == 0:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from raydistill.platform.bench_format import split_key
 from raydistill.platform.report.active_learning import al_comparison, read_al_curve
 from raydistill.platform.report.assemble import UNITS, analyse
 from raydistill.platform.report.render import verdict_sentence
@@ -78,7 +79,7 @@ def bench_frame(path: Path) -> pd.DataFrame:
     for level in bench.get("http", []):
         for key, figures in level.items():
             if isinstance(figures, dict):
-                model, stack = key.split("_", 1)
+                model, stack = split_key(key)
                 rows.append({"kind": "http", "level": level["concurrency"], "model": model, "stack": stack,
                              "texts_per_request": level.get("texts_per_request", 1),
                              "texts_per_s": figures["texts_per_s"], "p50_ms": figures.get("p50_ms"),

@@ -237,8 +237,10 @@ def _trial_record(trial: _Trial, expected: int | None) -> dict[str, Any]:
     if trial_id is None:
         match = _TRIAL_ID_RE.search(trial.name)
         trial_id = match.group(1) if match else trial.name
+    depth = {M.NUM_LAYERS: cfg[M.NUM_LAYERS]} if M.NUM_LAYERS in cfg else {}  # only the frontier's trials
     return {
         M.TRIAL_ID: trial_id,
+        **depth,
         M.STRATEGY: cfg.get(M.STRATEGY, _last(rows, M.STRATEGY)),
         M.TEMPERATURE: cfg.get(M.TEMPERATURE),
         M.SEED: cfg.get(M.SEED),
@@ -325,7 +327,8 @@ def _mark_duplicates(df: pd.DataFrame) -> pd.DataFrame:
     (no directory) are left alone: they are not averaged anyway."""
     df = df.assign(**{DUPLICATE_OF: None})
     ran = df[df["trial_dir"].notna()]
-    for _, group in ran.groupby(_CELL_SEED, dropna=False):
+    keys = _CELL_SEED + ([M.NUM_LAYERS] if M.NUM_LAYERS in df else [])
+    for _, group in ran.groupby(keys, dropna=False):
         if len(group) < 2:
             continue
         newest = group.sort_values(["finished_at", "trial_dir"]).index[-1]

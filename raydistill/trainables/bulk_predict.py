@@ -1,0 +1,139 @@
+"""Bulk prediction on Ray Data: a table of texts in, the same table with each text's label and
+probabilities out, for tables far larger than memory.
+
+``map_batches`` runs a pool of actors, each holding one model (:class:`Predictor`, the same
+code Serve's replicas run, so a text gets the label and score the HTTP API gives it); each batch
+is cut into length-sorted chunks before the forward pass. The driver streams the results, in
+input order, into one output file (CSV, JSONL or Parquet, by its suffix), so the memory of every
+process stays flat however long the table is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pandas as pd
+
+from raydistill.platform.data.files import file_format
+from raydistill.platform.errors import ConfigError, DataError
+from raydistill.platform.logs import log
+from raydistill.platform.precision import PRECISIONS
+from raydistill.platform.rundir import RunDir
+
+LABEL, SCORE = "label", "score"  # the columns added to the input's
+BATCH_ROWS = 256  # rows an actor receives at a time (then length-sorted chunks of CHUNK)
+CHUNK = 32
+
+
+class _Model:
+    """One actor of the pool: a model loaded once, answering a batch of rows at a time."""
+
+    def __init__(self, model_dir: str, precision: str, text_column: str, threads: int, max_length: int | None) -> None:
+        import torch
+
+        from raydistill.serve.predictor import Predictor
+
+        torch.set_num_threads(threads)
+        self.predictor = Predictor(model_dir, device="cpu", precision=precision, chunk_size=CHUNK,
+                                   max_length=max_length)
+        self.text_column = text_column
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        texts = ["" if t is None else str(t) for t in batch[self.text_column].tolist()]
+        answers = self.predictor.predict(texts)
+        out = batch.copy()
+        out[LABEL] = [a["label"] for a in answers]
+        out[SCORE] = [a["score"] for a in answers]
+        for name in self.predictor.labels:
+            out[f"{SCORE}_{name}"] = [a["scores"][name] for a in answers]
+        return out
+
+
+def predict_file(run_dir: str | Path, source: str | Path, target: str | Path, *, model: str = "student",
+                 precision: str = "fp32", text_column: str = "text", actors: int = 1,
+                 threads_per_actor: int = 2, overwrite: bool = False) -> dict[str, Any]:
+    """Label every row of ``source`` with ``model`` of the run and write ``target``; returns the
+    counts and timings. Raises DataError for a missing file, an unknown format or a missing text
+    column, ConfigError for an unknown model or precision or an existing ``target``."""
+    import ray
+    import ray.data
+
+    run = RunDir.existing(run_dir)
+    source, target = Path(source), Path(target)
+    if precision not in PRECISIONS:
+        raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    model_dir = run.model(model) if model in ("student", "teacher") else None
+    if model_dir is None or not model_dir.is_dir():
+        raise ConfigError(f"{run.root} has no {model!r} model to predict with (student or teacher)")
+    if not source.is_file():
+        raise DataError(f"input file not found: {source}")
+    kind, out_kind = file_format(source), file_format(target)
+    if kind is None or out_kind is None:
+        raise DataError(f"{source if kind is None else target}: use a .csv, .jsonl or .parquet file")
+    if target.exists() and not overwrite:
+        raise ConfigError(f"{target} exists; choose another --output or pass --force")
+    from raydistill.platform.config import load_config
+
+    cfg = load_config(run.config)
+    ray.data.DataContext.get_current().execution_options.preserve_order = True  # output rows in input order
+    ds = _read(ray.data, source, kind)
+    columns = ds.columns() or []
+    if text_column not in columns:
+        raise DataError(f"{source} has no column {text_column!r} (it has {columns}); pass --text-column")
+    labelled = ds.map_batches(
+        _Model, batch_format="pandas", batch_size=BATCH_ROWS, concurrency=actors, num_cpus=threads_per_actor,
+        fn_constructor_kwargs={"model_dir": str(model_dir), "precision": precision, "text_column": text_column,
+                               "threads": threads_per_actor, "max_length": cfg.tokenizer.max_length})
+    started = time.perf_counter()
+    rows = _write(labelled.iter_batches(batch_format="pandas", batch_size=4 * BATCH_ROWS), target, out_kind)
+    seconds = time.perf_counter() - started
+    log.info(f"[predict] {rows:,} rows with the {model} ({precision}) in {seconds:.1f}s "
+             f"({rows / max(seconds, 1e-9):,.0f} texts/s) -> {target}")
+    return {"rows": rows, "seconds": seconds, "texts_per_s": rows / max(seconds, 1e-9), "model": model,
+            "precision": precision, "actors": actors, "threads_per_actor": threads_per_actor}
+
+
+def _read(data: Any, path: Path, kind: str) -> Any:
+    if kind == "csv":
+        return data.read_csv(str(path))
+    if kind == "jsonl":
+        return data.read_json(str(path), lines=True)
+    return data.read_parquet(str(path))
+
+
+def _write(batches: Iterator[pd.DataFrame], target: Path, kind: str) -> int:
+    """Append each batch to ``target`` as it arrives (written beside it, renamed at the end)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.partial")
+    rows, writer = 0, None
+    try:
+        with tmp.open("w", encoding="utf-8", newline="") if kind != "parquet" else contextlib.nullcontext() as text:
+            for batch in batches:
+                if kind == "csv":
+                    batch.to_csv(text, index=False, header=rows == 0)
+                elif kind == "jsonl":
+                    for record in batch.to_dict(orient="records"):
+                        text.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+                else:
+                    import pyarrow as pa
+                    import pyarrow.parquet as pq
+
+                    table = pa.Table.from_pandas(batch, preserve_index=False)
+                    writer = writer or pq.ParquetWriter(str(tmp), table.schema)
+                    writer.write_table(table)
+                rows += len(batch)
+        if writer is not None:
+            writer.close()
+        if rows == 0:
+            raise DataError("the input has no rows")
+        tmp.replace(target)
+    except BaseException:
+        if writer is not None:
+            writer.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    return rows
