@@ -2,12 +2,12 @@
 
 For each model, the serving :class:`~raydistill.serve.predictor.Predictor` at fp32 and at int8
 (:mod:`raydistill.platform.precision`) classifies the run's validation texts, length-sorted in
-batches of ``--batch``, tokenizer included, on a fixed number of torch threads. The two take
-turns pass by pass after a warm-up (a shared machine's drift hits both alike), and texts/s is
-the median pass. From the first pass: each precision's validation accuracy, how often int8
-agrees with fp32, and int8 − fp32 with the report's 95% paired cluster-bootstrap interval
-(films resampled where the run knows them) and verdict at the run's ``report.margin``:
-equivalent, inconclusive or worse. Imports no Ray.
+batches of ``--batch``, tokenizer included, on a fixed number of torch threads. After a warm-up
+the two take turns every few batches (a shared machine's drift hits both alike); texts/s is the
+median of ``--repeats`` passes over all the texts. From the first pass: each precision's
+validation accuracy, how often int8 agrees with fp32, and int8 − fp32 with the report's 95%
+paired cluster-bootstrap interval (films resampled where the run knows them) and verdict at the
+run's ``report.margin``: equivalent, inconclusive or worse. Imports no Ray.
 
     python benchmarks/precision.py RUN_DIR                      # 2 threads, batch 32, 3 passes
     python benchmarks/precision.py RUN_DIR --threads 1 --batch 32 --repeats 5 --out /tmp/p.json
@@ -28,6 +28,8 @@ import numpy as np
 import torch
 
 from raydistill.platform.machine import cpu_name
+from raydistill.platform.precision import full_range_activations
+from raydistill.serve.predictor import Predictor
 
 MODELS = ("student", "teacher")
 PRECISIONS = ("fp32", "int8")
@@ -53,17 +55,30 @@ def validation_evidence(run_dir: Path) -> tuple[list[str], np.ndarray, np.ndarra
     return texts, labels, groups, unit, cfg.report.margin_fraction, cfg.tokenizer.max_length
 
 
-def timed_passes(predictors: dict[str, object], texts: list[str], repeats: int) -> tuple[dict, dict]:
-    """(the first pass's logits, texts/s of every pass) per precision, the precisions taking turns."""
+def timed_passes(predictors: dict[str, Predictor], texts: list[str], repeats: int,
+                 slice_batches: int = 8) -> tuple[dict[str, np.ndarray], dict[str, list[float]]]:
+    """(the first pass's logits, texts/s of every pass) per precision. A pass is the texts in
+    length order, cut into slices of ``slice_batches`` batches; the precisions take turns slice
+    by slice, so a shared machine's drift hits them alike."""
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    step = slice_batches * next(iter(predictors.values())).chunk_size
+    slices = [order[i:i + step] for i in range(0, len(order), step)]
     for p in predictors.values():  # warm-up: kernels chosen, weights packed, caches filled
-        p.logits(texts[: 4 * p.chunk_size])
-    logits, speeds = {}, {name: [] for name in predictors}
-    for _ in range(repeats):
-        for name, p in predictors.items():
-            started = time.perf_counter()
-            out = p.logits(texts).numpy()
-            speeds[name].append(len(texts) / (time.perf_counter() - started))
-            logits.setdefault(name, out)
+        p.logits([texts[i] for i in slices[len(slices) // 2]])
+    logits = {name: np.zeros((len(texts), len(p.labels)), np.float32) for name, p in predictors.items()}
+    speeds: dict[str, list[float]] = {name: [] for name in predictors}
+    for repeat in range(repeats):
+        seconds = dict.fromkeys(predictors, 0.0)
+        for rows in slices:
+            batch = [texts[i] for i in rows]
+            for name, p in predictors.items():
+                started = time.perf_counter()
+                out = p.logits(batch)
+                seconds[name] += time.perf_counter() - started
+                if repeat == 0:
+                    logits[name][rows] = out.numpy()
+        for name in predictors:
+            speeds[name].append(len(texts) / seconds[name])
     return logits, speeds
 
 
@@ -90,9 +105,6 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "precision-cpu.json")
     args = parser.parse_args()
-
-    from raydistill.platform.precision import full_range_activations
-    from raydistill.serve.predictor import Predictor
 
     torch.set_num_threads(args.threads)
     texts, labels, groups, unit, margin, max_length = validation_evidence(args.run_dir)
@@ -125,7 +137,7 @@ def main() -> None:
         "run_dir": str(args.run_dir.resolve()), "cpu": cpu_name(), "threads": torch.get_num_threads(),
         "torch": torch.__version__, "batch": args.batch, "repeats": args.repeats,
         "int8_activation_bits": 8 if full_range_activations() else 7, "texts": len(texts),
-        "clusters": None if groups is None else int(len(np.unique(groups))), "unit": unit,
+        "clusters": None if groups is None else len(np.unique(groups)), "unit": unit,
         "margin": margin, "rows": rows,
     }, indent=2) + "\n")
     print(f"wrote {args.out}")

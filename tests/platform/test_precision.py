@@ -52,7 +52,7 @@ def test_int8_quantises_the_encoder_linears_and_keeps_the_head_and_the_original(
 
 def test_int8_activations_use_8_bits_only_where_the_cpu_has_vnni(monkeypatch) -> None:
     for vnni, expected in ((True, P.Int8Linear), (False, torch.ao.nn.quantized.dynamic.Linear)):
-        monkeypatch.setattr(P, "full_range_activations", lambda: vnni)
+        monkeypatch.setattr(P, "full_range_activations", lambda vnni=vnni: vnni)
         layer = P.with_precision(_model(), "int8").bert.encoder.layer[0].output.dense
         assert type(layer) is expected
 
@@ -72,7 +72,7 @@ def test_8_bit_activations_are_closer_to_fp32_than_7(monkeypatch) -> None:
     fp32 = _logits(model, batch)
     errors = {}
     for vnni in (True, False):
-        monkeypatch.setattr(P, "full_range_activations", lambda: vnni)
+        monkeypatch.setattr(P, "full_range_activations", lambda vnni=vnni: vnni)
         errors[vnni] = (_logits(P.with_precision(model, "int8"), batch) - fp32).pow(2).mean()
     assert errors[True] < errors[False]
 
