@@ -24,7 +24,8 @@ class Predictor:
     :mod:`raydistill.platform.fastpath` as in training: bf16 autocast and pinned, non-blocking
     copies on CUDA, the attention implementation, ``torch.compile`` (the first requests of a
     replica then wait for the compilation). CUDA only where torch sees it, whatever GPU share
-    Ray gave the replica.
+    Ray gave the replica. ``precision``: ``fp32``, ``int8`` (CPU) or ``bf16`` (CUDA), applied by
+    :func:`raydistill.platform.precision.with_precision`.
     """
 
     def __init__(
@@ -37,12 +38,14 @@ class Predictor:
         tokenizer_dir: str | Path | None = None,
         chunk_size: int = 256,
         performance: Any = None,
+        precision: str = "fp32",
     ) -> None:
         import torch
         from transformers.utils import logging as hf_logging
 
         from raydistill.platform import fastpath
         from raydistill.platform.models import count_parameters, load_classifier
+        from raydistill.platform.precision import with_precision
         from raydistill.platform.text import load_tokenizer
 
         hf_logging.disable_progress_bar()  # no "Loading weights" bars in replica logs
@@ -51,6 +54,9 @@ class Predictor:
         self.device = torch.device(device) if device else fastpath.select_device(True)
         self.model = load_classifier(self.model_dir, fastpath.attn_implementation(self.performance))
         self.model = self.model.to(self.device).eval()
+        self.num_parameters = count_parameters(self.model)  # before int8 packs the weights away
+        self.precision = precision
+        self.model = with_precision(self.model, precision)
         self._forward = fastpath.maybe_compile(self.model, self.performance)
         self.tokenizer = load_tokenizer(_tokenizer_dir(self.model_dir, tokenizer_dir))
         limit = int(getattr(self.model.config, "max_position_embeddings", 512))
@@ -58,7 +64,6 @@ class Predictor:
         self.labels = _label_names(self.model.config, label_names)
         self.chunk_size = chunk_size
         self.num_layers = int(self.model.config.num_hidden_layers)
-        self.num_parameters = count_parameters(self.model)
 
     def logits(self, texts: list[str]) -> "torch.Tensor":
         """float32 logits (N, C) on CPU, row i for ``texts[i]``."""
