@@ -15,6 +15,7 @@ import time
 
 import raydistill
 from raydistill.platform import logs
+from raydistill.platform.config import PRECISIONS
 from raydistill.platform.errors import RaydistillError
 from raydistill.platform.logs import log, result
 
@@ -89,7 +90,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, metavar="FILE",
                    help="the table with label, score and score_<label> columns added (.csv, .jsonl or .parquet)")
     p.add_argument("--model", choices=["student", "teacher"], default="student")
-    p.add_argument("--precision", choices=["fp32", "int8", "bf16"], default="fp32")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="int8: per-channel dynamic quantisation on the CPU; bf16 on a GPU")
     p.add_argument("--text-column", default="text")
     p.add_argument("--actors", type=int, default=1, help="model actors (each holds one model)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (and CPUs) per actor")

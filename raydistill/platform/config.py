@@ -24,6 +24,7 @@ from raydistill.platform.errors import ConfigError
 STRATEGY_NAMES = ("bottom", "top", "even", "odd", "uniform", "custom", "random")
 ACQUISITION_NAMES = ("entropy", "margin", "least_confidence", "random", "bald")
 RANDOM_ACQUISITION = "random"  # the baseline arm active learning is compared with
+PRECISIONS = ("fp32", "int8", "bf16")  # what an exported model can run at (raydistill.platform.precision)
 
 
 class _Section(BaseModel):
@@ -222,7 +223,7 @@ class ServeConfig(_Section):
     request_timeout_s: float = Field(default=30.0, gt=0)
     # The numeric precision the models run at: fp32 as trained, int8 (CPU; per-channel dynamic
     # quantisation, raydistill.platform.precision) or bf16 (CUDA).
-    precision: Literal["fp32", "int8", "bf16"] = "fp32"
+    precision: Literal[PRECISIONS] = "fp32"  # type: ignore[valid-type]
 
 
 class BenchConfig(_Section):

@@ -27,12 +27,13 @@ the figures.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch.ao.nn.quantized import dynamic as qdynamic
 
+from raydistill.platform.config import PRECISIONS
 from raydistill.platform.errors import ConfigError
-
-PRECISIONS = ("fp32", "int8", "bf16")
 
 
 class Int8Linear(qdynamic.Linear):
@@ -79,4 +80,6 @@ def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
     spec = {f"{prefix}.{name}": per_channel_dynamic_qconfig
             for name, module in encoder.named_modules() if isinstance(module, torch.nn.Linear)}
     mapping = {torch.nn.Linear: Int8Linear if full_range_activations() else qdynamic.Linear}
-    return quantize_dynamic(model, qconfig_spec=spec, mapping=mapping, inplace=False)
+    with warnings.catch_warnings():  # torch 2.13 marks its quantised tensor types deprecated; they work
+        warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor", category=UserWarning)
+        return quantize_dynamic(model, qconfig_spec=spec, mapping=mapping, inplace=False)

@@ -11,13 +11,13 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 from ray import serve
 
-from raydistill.platform.config import ExperimentConfig, ServeConfig, load_config
+from raydistill.platform.config import PRECISIONS, ExperimentConfig, ServeConfig, load_config
 from raydistill.platform.errors import CheckpointError, ConfigError, RaydistillError
 from raydistill.platform.logs import quiet_libraries
 from raydistill.platform.rundir import MODEL_CONFIG, RunDir, atomic_write_text, has_model
@@ -63,6 +63,7 @@ class BuildArgs(BaseModel):
     max_requests_per_client: int | None = None
     access_log: bool | None = None
     body_timeout_s: float | None = None
+    precision: Literal[PRECISIONS] | None = None  # type: ignore[valid-type]
     request_timeout_s: float | None = None
 
     def overrides(self) -> dict[str, Any]:

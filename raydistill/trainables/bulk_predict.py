@@ -12,21 +12,23 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any, Iterator
 
 import pandas as pd
 
+from raydistill.platform.config import PRECISIONS
 from raydistill.platform.data.files import file_format
 from raydistill.platform.errors import ConfigError, DataError
 from raydistill.platform.logs import log
-from raydistill.platform.precision import PRECISIONS
 from raydistill.platform.rundir import RunDir
 
 LABEL, SCORE = "label", "score"  # the columns added to the input's
 BATCH_ROWS = 256  # rows an actor receives at a time (then length-sorted chunks of CHUNK)
 CHUNK = 32
+READ_CPUS = 1.0  # what Ray Data's read tasks reserve (its default); the actors leave room for one
 
 
 class _Model:
@@ -79,13 +81,23 @@ def predict_file(run_dir: str | Path, source: str | Path, target: str | Path, *,
     from raydistill.platform.config import load_config
 
     cfg = load_config(run.config)
-    ray.data.DataContext.get_current().execution_options.preserve_order = True  # output rows in input order
+    context = ray.data.DataContext.get_current()
+    context.execution_options.preserve_order = True  # output rows in input order
+    context.enable_progress_bars = False  # our own progress line instead (Ray's logs a table every 10 s)
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
     ds = _read(ray.data, source, kind)
+    # Each actor reserves its threads' CPUs, but never so many that no read task fits beside the
+    # pool (a read task waiting on the actors that wait on it deadlocks the pipeline).
+    room = (float(ray.cluster_resources().get("CPU", 1.0)) - READ_CPUS) / actors
+    if room <= 0:
+        raise ConfigError(f"--actors {actors} leaves no CPU for reading the input; use fewer actors")
+    actor_cpus = min(float(threads_per_actor), room)
     columns = ds.columns() or []
     if text_column not in columns:
         raise DataError(f"{source} has no column {text_column!r} (it has {columns}); pass --text-column")
     labelled = ds.map_batches(
-        _Model, batch_format="pandas", batch_size=BATCH_ROWS, concurrency=actors, num_cpus=threads_per_actor,
+        _Model, batch_format="pandas", batch_size=BATCH_ROWS, compute=ray.data.ActorPoolStrategy(size=actors),
+        num_cpus=actor_cpus,
         fn_constructor_kwargs={"model_dir": str(model_dir), "precision": precision, "text_column": text_column,
                                "threads": threads_per_actor, "max_length": cfg.tokenizer.max_length})
     started = time.perf_counter()
@@ -105,11 +117,13 @@ def _read(data: Any, path: Path, kind: str) -> Any:
     return data.read_parquet(str(path))
 
 
-def _write(batches: Iterator[pd.DataFrame], target: Path, kind: str) -> int:
-    """Append each batch to ``target`` as it arrives (written beside it, renamed at the end)."""
+def _write(batches: Iterator[pd.DataFrame], target: Path, kind: str, every_s: float = 15.0) -> int:
+    """Append each batch to ``target`` as it arrives (written beside it, renamed at the end),
+    with a progress line every ``every_s`` seconds."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.partial")
     rows, writer = 0, None
+    started = last = time.perf_counter()
     try:
         with tmp.open("w", encoding="utf-8", newline="") if kind != "parquet" else contextlib.nullcontext() as text:
             for batch in batches:
@@ -126,6 +140,9 @@ def _write(batches: Iterator[pd.DataFrame], target: Path, kind: str) -> int:
                     writer = writer or pq.ParquetWriter(str(tmp), table.schema)
                     writer.write_table(table)
                 rows += len(batch)
+                if (now := time.perf_counter()) - last >= every_s:
+                    last = now
+                    log.info(f"[predict] {rows:,} rows ({rows / (now - started):,.0f} texts/s)")
         if writer is not None:
             writer.close()
         if rows == 0:

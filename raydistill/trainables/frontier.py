@@ -28,7 +28,7 @@ from raydistill.platform.layers import teacher_layer_indices
 from raydistill.platform.logs import log
 from raydistill.platform.report import COMPLETED, analyse, load_results
 from raydistill.platform.report.bootstrap import paired_bootstrap
-from raydistill.platform.report.stats import CONFIDENCE, EQUIVALENT, compare_with_best, verdict_of
+from raydistill.platform.report.stats import CONFIDENCE, EQUIVALENT, VAL_ACC_MEAN, compare_with_best, verdict_of
 from raydistill.platform.rundir import (
     FRONTIER_EXPERIMENT, PLOT_FRONTIER, CheckpointDir, RunDir, TrialDir, atomic_write_text, load_array,
     write_atomically,
@@ -36,7 +36,7 @@ from raydistill.platform.rundir import (
 
 UNIVERSAL = ("uniform", "bottom", "top", "even", "odd")  # rules that may work at any depth
 MIN_SEEDS = 2
-COLUMNS = ["model", "layers", "precision", "params", "seeds", "val_accuracy", "diff_vs_teacher", "ci_low",
+COLUMNS = ["model", "layers", "precision", "params", "seeds", M.VAL_ACCURACY, "diff_vs_teacher", "ci_low",
            "ci_high", "verdict", "int8_vs_fp32", "int8_verdict", "texts_per_s", "speedup", "pareto", "recommended"]
 
 
@@ -75,11 +75,11 @@ def plan_frontier(run: RunDir, cfg: ExperimentConfig, depths: Sequence[int] | No
     if study.cells.empty:
         raise CheckpointError(f"{run.root} has no finished sweep to choose the frontier's strategy from")
     ranked = (study.layer.strategies if study.layer is not None else study.cells).sort_values(
-        "val_accuracy_mean", ascending=False)
+        VAL_ACC_MEAN, ascending=False)
     for strategy in ranked[M.STRATEGY]:
         if strategy in UNIVERSAL and _defined(strategy, n, depths):
             cells = study.cells[study.cells[M.STRATEGY] == strategy]
-            temperature = float(cells.sort_values("val_accuracy_mean", ascending=False)[M.TEMPERATURE].iloc[0])
+            temperature = float(cells.sort_values(VAL_ACC_MEAN, ascending=False)[M.TEMPERATURE].iloc[0])
             best = ranked[M.STRATEGY].iloc[0]
             why = ("the run's best strategy" if strategy == best else
                    f"the run's best strategy defined at every depth ({best} is not)")
@@ -141,8 +141,9 @@ def frontier_table(run: RunDir, cfg: ExperimentConfig, texts: list[str], *, thre
         predictors = {}
         for (kind, k), path in models.items():
             for precision in ("fp32", "int8"):
-                predictors[(kind, k, precision)] = Predictor(path, device="cpu", precision=precision,
-                                                             max_length=cfg.tokenizer.max_length, chunk_size=batch_size)
+                predictors[(kind, k, precision)] = Predictor(
+                    path, device="cpu", precision=precision, tokenizer_dir=run.tokenizer,  # checkpoints have none
+                    max_length=cfg.tokenizer.max_length, chunk_size=batch_size)
         accuracy_int8 = {key: M.correctness(p.logits(texts).numpy(), labels)
                          for key, p in predictors.items() if key[2] == "int8"}
         batch = sorted(texts, key=len)[len(texts) // 2:][:batch_size]  # median-length texts
@@ -153,14 +154,14 @@ def frontier_table(run: RunDir, cfg: ExperimentConfig, texts: list[str], *, thre
         row = {"model": kind, "layers": k, "precision": precision, "params": predictor.num_parameters,
                "seeds": correct[index].shape[0], "texts_per_s": texts_per_s}
         if precision == "fp32":
-            row.update(val_accuracy=float(correct[index].mean()), diff_vs_teacher=float(comparison.diff[index]),
+            row.update({M.VAL_ACCURACY: float(correct[index].mean())}, diff_vs_teacher=float(comparison.diff[index]),
                        ci_low=float(comparison.ci_low[index]), ci_high=float(comparison.ci_high[index]),
                        verdict=comparison.verdict[index])
         else:
             fp32 = correct[index][0]  # the timed fp32 model: the teacher, or the depth's best seed
             mine = accuracy_int8[(kind, k, precision)]
             diff, low, high = paired_bootstrap(mine, fp32, groups=groups)
-            row.update(seeds=1, val_accuracy=float(mine.mean()), diff_vs_teacher=float(mine.mean() - teacher_correct.mean()),
+            row.update({M.VAL_ACCURACY: float(mine.mean())}, seeds=1, diff_vs_teacher=float(mine.mean() - teacher_correct.mean()),
                        int8_vs_fp32=diff, int8_verdict=verdict_of(False, high < 0, low, high, margin))
         rows.append(row)
     table = pd.DataFrame(rows, columns=COLUMNS)
@@ -180,7 +181,7 @@ def _best_checkpoint(trials: pd.DataFrame) -> Path:
 
 def _pareto(table: pd.DataFrame) -> list[bool]:
     """Whether no other model is both faster and at least as accurate."""
-    speed, acc = table["texts_per_s"].to_numpy(), table["val_accuracy"].to_numpy()
+    speed, acc = table["texts_per_s"].to_numpy(), table[M.VAL_ACCURACY].to_numpy()
     return [not np.any((speed > s) & (acc >= a)) for s, a in zip(speed, acc)]
 
 
@@ -240,16 +241,16 @@ def plot_frontier(table: pd.DataFrame, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for (model, precision), part in table.groupby(["model", "precision"]):
         marker = "*" if model == "teacher" else ("o" if precision == "fp32" else "s")
-        ax.scatter(part["texts_per_s"], 100 * part["val_accuracy"], marker=marker, s=90 if model == "teacher" else 45,
+        ax.scatter(part["texts_per_s"], 100 * part[M.VAL_ACCURACY], marker=marker, s=90 if model == "teacher" else 45,
                    label=f"{model} {precision}")
         for r in part.itertuples():
             ax.annotate(f"{r.layers}", (r.texts_per_s, 100 * r.val_accuracy), textcoords="offset points",
                         xytext=(4, 4), fontsize=8)
     front = table[table["pareto"]].sort_values("texts_per_s")
-    ax.plot(front["texts_per_s"], 100 * front["val_accuracy"], "k--", lw=0.8, label="Pareto front")
+    ax.plot(front["texts_per_s"], 100 * front[M.VAL_ACCURACY], "k--", lw=0.8, label="Pareto front")
     if table["recommended"].any():
         best = table[table["recommended"]].iloc[0]
-        ax.scatter([best["texts_per_s"]], [100 * best["val_accuracy"]], s=250, facecolors="none",
+        ax.scatter([best["texts_per_s"]], [100 * best[M.VAL_ACCURACY]], s=250, facecolors="none",
                    edgecolors="red", label="recommended")
     ax.set_xscale("log")
     ax.set(xlabel="texts/s in process (log)", ylabel="validation accuracy, %",
