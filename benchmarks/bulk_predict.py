@@ -115,7 +115,7 @@ def main() -> None:
             pd.DataFrame({"id": range(n), "text": [sentences[i % len(sentences)] for i in range(n)]}).to_csv(
                 source, index=False)
             with MemorySampler() as memory:
-                out = predict_file(run, source, tmp / f"labelled-{n}.parquet", precision=args.precision,
+                out = predict_file(run.root, source, tmp / f"labelled-{n}.parquet", precision=args.precision,
                                    threads_per_actor=args.threads)
             row = {"rows": n, "seconds": round(out["seconds"], 1), "texts_per_s": round(out["texts_per_s"], 1),
                    "share_of_in_process": round(out["texts_per_s"] / baseline, 3),

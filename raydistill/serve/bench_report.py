@@ -148,11 +148,14 @@ def bench_markdown(result: dict[str, Any]) -> str:
                      "p95 ms", "p99 ms", "errors"], rows)
 
     lines += ["", "Ratios per level (texts/s):", ""]
-    rows = [[row["texts_per_request"], row["concurrency"], fmt(row["student_vs_teacher"], 2)]
-            + [fmt(row.get(f"{n}_batched_vs_per_request"), 2) for n in models]
+    others = [n for n in models if n != "teacher"]
+    per_request = [n for n in models if any(f"{n}_batched_vs_per_request" in row for row in result["http"])]
+    rows = [[row["texts_per_request"], row["concurrency"]]
+            + [fmt(row.get(f"{n}_vs_teacher"), 2) for n in others]
+            + [fmt(row.get(f"{n}_batched_vs_per_request"), 2) for n in per_request]
             for row in result["http"]]
-    lines += _table(["texts/request", "concurrency", "student/teacher (batched)"]
-                    + [f"{n} batched/per-request" for n in models], rows)
+    lines += _table(["texts/request", "concurrency"] + [f"{_label(n)}/teacher (batched)" for n in others]
+                    + [f"{_label(n)} batched/per-request" for n in per_request], rows)
     lines += ["", "Where a request's time goes (mean ms per answered request; the Gateway's "
               "`Server-Timing`): the client's whole request; within it Serve's proxy and the "
               "socket (client minus Gateway); the Gateway's own work (parsing, checks, the "

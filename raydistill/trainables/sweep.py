@@ -85,31 +85,34 @@ def preflight_sweep(cfg: ExperimentConfig) -> None:
 class _ProgressLine(tune.Callback):
     """One line per finished trial instead of Tune's tables."""
 
-    def __init__(self, total: int) -> None:
-        self.total, self.done, self.started = total, 0, time.monotonic()
+    def __init__(self, total: int, command: str = "sweep") -> None:
+        self.total, self.done, self.started, self.command = total, 0, time.monotonic(), command
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self.done += 1
         r = trial.last_result or {}
         elapsed = time.monotonic() - self.started
         eta = elapsed / self.done * (self.total - self.done)
-        log.info(f"[sweep] {self.done}/{self.total} {r.get(M.STRATEGY, trial.config.get('strategy'))} "
-                 f"T={trial.config.get('temperature')} seed={trial.config.get('seed')}: "
+        log.info(f"[{self.command}] {self.done}/{self.total} {_point(trial.config)}: "
                  f"val acc {r.get(M.VAL_ACCURACY, float('nan')):.4f} ({elapsed:.0f}s, "
                  f"about {eta / 60:.0f} min to go)")
 
     def on_trial_recover(self, iteration, trials, trial, **info) -> None:
-        log.warning(f"[sweep] {_describe(trial)} failed ({_last_error_line(trial)}); Tune retries it "
+        log.warning(f"[{self.command}] {_describe(trial)} failed ({_last_error_line(trial)}); Tune retries it "
                     f"from its last checkpoint")
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self.done += 1
-        log.warning(f"[sweep] {self.done}/{self.total} {_describe(trial)} ERROR ({_last_error_line(trial)})")
+        log.warning(f"[{self.command}] {self.done}/{self.total} {_describe(trial)} ERROR ({_last_error_line(trial)})")
+
+
+def _point(c: dict[str, Any]) -> str:
+    depth = f" k={c['num_layers']}" if c.get("num_layers") is not None else ""
+    return f"{c.get('strategy')}{depth} T={c.get('temperature')} seed={c.get('seed')}"
 
 
 def _describe(trial) -> str:
-    c = trial.config
-    return f"{c.get('strategy')} T={c.get('temperature')} seed={c.get('seed')} (trial {trial.trial_id})"
+    return f"{_point(trial.config)} (trial {trial.trial_id})"
 
 
 def _last_error_line(trial) -> str:
@@ -135,7 +138,8 @@ def _run_config(cfg: ExperimentConfig, run: RunDir, total: int, name: str = TUNE
     """Tune's run config. Tracking goes through Ray's own callbacks: each trial's TensorBoard
     events in its trial directory, and with ``tracking.mlflow_uri`` one MLflow run per trial
     (its point as params, every epoch's metrics), tagged with the run and the phase."""
-    callbacks = [_ProgressLine(total), TBXLoggerCallback() if cfg.tracking.tensorboard else _NoTensorBoard()]
+    progress = _ProgressLine(total, "sweep" if name == TUNE_EXPERIMENT else name)
+    callbacks = [progress, TBXLoggerCallback() if cfg.tracking.tensorboard else _NoTensorBoard()]
     if (target := mlflow_target(cfg, run.root)) is not None:  # ConfigError when mlflow is missing
         from ray.air.integrations.mlflow import MLflowLoggerCallback
 
