@@ -21,14 +21,15 @@ import pandas as pd
 
 from raydistill.platform.config import PRECISIONS
 from raydistill.platform.data.files import file_format
-from raydistill.platform.errors import ConfigError, DataError
+from raydistill.platform.errors import ConfigError, DataError, ResourceError
 from raydistill.platform.logs import log
 from raydistill.platform.rundir import RunDir
 
 LABEL, SCORE = "label", "score"  # the columns added to the input's
 BATCH_ROWS = 256  # rows an actor receives at a time (then length-sorted chunks of CHUNK)
 CHUNK = 32
-READ_CPUS = 1.0  # what Ray Data's read tasks reserve (its default); the actors leave room for one
+READ_CPUS = 0.5  # what a read task reserves: parsing a block is light, and the actors must leave room for it
+MIN_ACTOR_CPUS = 0.25
 
 
 class _Model:
@@ -88,9 +89,12 @@ def predict_file(run_dir: str | Path, source: str | Path, target: str | Path, *,
     ds = _read(ray.data, source, kind)
     # Each actor reserves its threads' CPUs, but never so many that no read task fits beside the
     # pool (a read task waiting on the actors that wait on it deadlocks the pipeline).
-    room = (float(ray.cluster_resources().get("CPU", 1.0)) - READ_CPUS) / actors
-    if room <= 0:
-        raise ConfigError(f"--actors {actors} leaves no CPU for reading the input; use fewer actors")
+    free = _free_cpus(ray, READ_CPUS + MIN_ACTOR_CPUS * actors)
+    room = (free - READ_CPUS) / actors
+    if room < MIN_ACTOR_CPUS:
+        raise ResourceError(f"predict needs {READ_CPUS + MIN_ACTOR_CPUS * actors:g} free CPUs for {actors} model "
+                            f"actor(s) and its reads; {free:g} are free (a Serve application or a sweep holds the "
+                            "rest): stop it, or use fewer --actors")
     actor_cpus = min(float(threads_per_actor), room)
     columns = ds.columns() or []
     if text_column not in columns:
@@ -109,12 +113,31 @@ def predict_file(run_dir: str | Path, source: str | Path, target: str | Path, *,
             "precision": precision, "actors": actors, "threads_per_actor": threads_per_actor}
 
 
+def _free_cpus(ray: Any, needed: float, wait_s: float = 15.0) -> float:
+    """The free CPUs, waiting up to ``wait_s`` for ``needed`` (a finished dataset's actors
+    release theirs a moment after it ends; right after ``ray.init`` none are reported yet)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        free = float(ray.available_resources().get("CPU", 0.0))
+        if free >= needed or time.monotonic() > deadline:
+            return free
+        time.sleep(0.2)
+
+
 def _read(data: Any, path: Path, kind: str) -> Any:
-    if kind == "csv":
-        return data.read_csv(str(path))
+    if kind == "csv":  # a quoted text may hold line breaks: the chunker must not split inside it
+        import pyarrow.csv
+
+        return data.read_csv(str(path), num_cpus=READ_CPUS,
+                             parse_options=pyarrow.csv.ParseOptions(newlines_in_values=True))
     if kind == "jsonl":
-        return data.read_json(str(path), lines=True)
-    return data.read_parquet(str(path))
+        return data.read_json(str(path), lines=True, num_cpus=READ_CPUS)
+    # Ray 2.60's Parquet reader runs a file-listing task at a whole CPU whatever it is told, which
+    # never starts beside a model actor on a small or busy node: the table is read here instead
+    # (whole: CSV and JSONL stream, Parquet does not).
+    import pyarrow.parquet
+
+    return data.from_arrow(pyarrow.parquet.read_table(str(path)))
 
 
 def _write(batches: Iterator[pd.DataFrame], target: Path, kind: str, every_s: float = 15.0) -> int:

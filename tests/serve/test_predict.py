@@ -16,7 +16,7 @@ from raydistill.trainables.bulk_predict import predict_file
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
 
 TEXTS = ["a warm and moving film", "two hours i will never get back", "", "smart, funny and sharp",
-         "tedious, overlong and oddly joyless", "one of the best thrillers in years"] * 7  # 42 rows, one empty
+         "tedious, overlong\nand oddly joyless", "one of the best thrillers in years"] * 7  # 42 rows: empty, line breaks
 
 
 @pytest.fixture
