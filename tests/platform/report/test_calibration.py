@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from raydistill.platform.report import bootstrap as B
 from raydistill.platform.report import stats as S
 
 from . import simulation as sim
@@ -72,7 +73,7 @@ def test_without_cluster_resampling_strategies_are_falsely_worse() -> None:
 
 
 def test_without_per_cell_variance_unequal_seeds_raise_false_alarms(monkeypatch) -> None:
-    monkeypatch.setattr(S, "PRIOR_DF_CAP", np.inf)  # the fitted prior alone: pooled, nearly
+    monkeypatch.setattr(B, "PRIOR_DF_CAP", np.inf)  # the fitted prior alone: pooled, nearly
     rates = sim.run(sim.regimes()["two at 1.1"], 400, n_resamples=1000, seed=4)
     _report("two at 1.1, pooled seed variance", rates)
     assert rates.rate("cell false worse") > FALSE_WORSE_GOAL
