@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 from raydistill.platform.report import bootstrap as B
-from raydistill.platform.report import stats as S
 
 from . import simulation as sim
 
