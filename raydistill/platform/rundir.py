@@ -138,6 +138,13 @@ class TrialDir:
         """Its checkpoint directories, oldest first."""
         return sorted(Path(self.path).glob(TUNE_CHECKPOINTS))
 
+    def last_model(self) -> Path:
+        """The model directory of its newest checkpoint. Raises CheckpointError without one."""
+        checkpoints = self.checkpoints()
+        if not checkpoints:
+            raise CheckpointError(f"trial {self.path} has no checkpoint")
+        return CheckpointDir(checkpoints[-1]).model
+
 
 @dataclass(frozen=True)
 class ArmDir:

@@ -30,7 +30,7 @@ from raydistill.platform.report import COMPLETED, analyse, load_results
 from raydistill.platform.report.bootstrap import paired_bootstrap
 from raydistill.platform.report.stats import CONFIDENCE, EQUIVALENT, VAL_ACC_MEAN, compare_with_best, verdict_of
 from raydistill.platform.rundir import (
-    FRONTIER_EXPERIMENT, PLOT_FRONTIER, CheckpointDir, RunDir, TrialDir, atomic_write_text, load_array,
+    FRONTIER_EXPERIMENT, PLOT_FRONTIER, RunDir, TrialDir, atomic_write_text, load_array,
     write_atomically,
 )
 
@@ -135,7 +135,8 @@ def frontier_table(run: RunDir, cfg: ExperimentConfig, texts: list[str], *, thre
     comparison = compare_with_best([c.mean(axis=1) for c in correct], correct, best=0, groups=groups,
                                    unit="cluster" if groups is not None else "rows", margin=margin)
     models = {("teacher", model_layers(run.teacher)): run.teacher}
-    models |= {("student", k): _best_checkpoint(by_depth[k]) for k in depths}
+    # the depth's best-validation seed (rows come sorted), its last checkpoint
+    models |= {("student", k): TrialDir(Path(by_depth[k]["trial_dir"].iloc[0])).last_model() for k in depths}
     rows = []
     with torch_threads(threads):
         predictors = {}
@@ -169,14 +170,6 @@ def frontier_table(run: RunDir, cfg: ExperimentConfig, texts: list[str], *, thre
     table["speedup"] = table["texts_per_s"] / teacher_speed
     table["pareto"] = _pareto(table)
     return table.sort_values(["texts_per_s"], ascending=False).reset_index(drop=True)
-
-
-def _best_checkpoint(trials: pd.DataFrame) -> Path:
-    """The last checkpoint's model of the depth's best-validation seed (rows come sorted)."""
-    checkpoints = TrialDir(Path(trials["trial_dir"].iloc[0])).checkpoints()
-    if not checkpoints:
-        raise CheckpointError(f"trial {trials['trial_dir'].iloc[0]} has no checkpoint")
-    return CheckpointDir(checkpoints[-1]).model
 
 
 def _pareto(table: pd.DataFrame) -> list[bool]:

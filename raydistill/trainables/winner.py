@@ -13,15 +13,8 @@ from raydistill.platform.export import Provenance, export_model, read_provenance
 from raydistill.platform.logs import log
 from raydistill.platform.models import eval_batch_size
 from raydistill.platform.report import COMPLETED, choose_winner, load_results, summarize
-from raydistill.platform.rundir import MODEL_WEIGHTS, CheckpointDir, RunDir, TrialDir, file_sha256, load_array, save_array
+from raydistill.platform.rundir import MODEL_WEIGHTS, RunDir, TrialDir, file_sha256, load_array, save_array
 from raydistill.trainables.inference import models_split_logits
-
-
-def _latest_checkpoint(trial_dir: Path) -> Path:
-    checkpoints = TrialDir(trial_dir).checkpoints()
-    if not checkpoints:
-        raise CheckpointError(f"trial {trial_dir} has no checkpoint")
-    return CheckpointDir(checkpoints[-1]).model
 
 
 def export_winner(cfg: ExperimentConfig, run: RunDir, data) -> Provenance:
@@ -35,7 +28,7 @@ def export_winner(cfg: ExperimentConfig, run: RunDir, data) -> Provenance:
                    & (results["status"] == COMPLETED)]
     cell = cell.sort_values([M.VAL_ACCURACY, M.SEED], ascending=[False, True])
     trials = [TrialDir(Path(d)) for d in cell["trial_dir"]]
-    sources = [_latest_checkpoint(t.path) for t in trials]
+    sources = [t.last_model() for t in trials]
     missing = [i for i, t in enumerate(trials) if not t.test_logits.is_file()]
     computed = models_split_logits(
         [str(sources[i]) for i in missing], {"test": data.encoded["test"]}, eval_batch_size(cfg.student.batch_size),
