@@ -69,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--host", default=None)
     p.add_argument("--port", type=int, default=None)
-    _add_verbosity(p)
+    _add_overrides(p)
     p = sub.add_parser("bench", help="throughput of student vs teacher, in process and over HTTP")
     p.add_argument("run_dir")
     _add_overrides(p)
@@ -83,6 +83,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-drop", type=float, default=None, metavar="POINTS",
                    help="without a student equivalent to the teacher, recommend the fastest within this many points")
     p.add_argument("--resume", action="store_true", help="continue an interrupted frontier")
+    p.add_argument("--no-http", dest="http", action="store_false",
+                   help="time the models in process only (default: over HTTP through Serve as well)")
     _add_overrides(p)
     p = sub.add_parser("predict", help="label a CSV, JSONL or Parquet table with a run's model on Ray Data")
     p.add_argument("run_dir")
@@ -158,7 +160,7 @@ def cmd_run(args) -> int:
         check_installed(cfg)
         if cfg.data.source != "hf":  # local data loads in seconds; a hub dataset is checked in the run
             _check_sizes_now(cfg, warn=False)
-    with ray_session(args.verbose, dashboard=args.dashboard):
+    with ray_session(args.verbose, dashboard=args.dashboard, ingress=cfg.serve.ingress):
         if not args.resume:
             preflight_study(cfg)  # before the run directory: a refusal leaves nothing behind
             run = new_run(cfg)
@@ -268,8 +270,8 @@ def cmd_serve(args) -> int:
     from raydistill.serve.app import deploy
     from raydistill.session import ray_session
 
-    run, cfg = open_run(args.run_dir)
-    with ray_session(args.verbose):
+    run, cfg = open_run(args.run_dir, args.overrides)
+    with ray_session(args.verbose, ingress=cfg.serve.ingress):
         url = deploy(run.root, host=args.host or cfg.serve.host, port=args.port or cfg.serve.port)
         result(f"page: {url}/\nAPI:  {url}/v1/classify  {url}/v1/models  {url}/healthz  docs: {url}/docs")
         _block_until_interrupted("serving")
@@ -283,7 +285,7 @@ def cmd_bench(args) -> int:
     from raydistill.session import ray_session
 
     run, cfg = open_run(args.run_dir, args.overrides)
-    with ray_session(args.verbose):
+    with ray_session(args.verbose, ingress=cfg.serve.ingress):
         run_stages(StudyRun(cfg, run), ["serve"])
     bench = json.loads(run.bench_json.read_text(encoding="utf-8"))
     for line in bench.get("headline", []):
@@ -305,9 +307,9 @@ def cmd_frontier(args) -> int:
     if "teacher" not in done or "sweep" not in done:
         raise CheckpointError(f"{run.root} has no finished teacher and sweep: the frontier distils from the "
                               "teacher and takes its strategy from the sweep (raydistill run --resume RUN)")
-    with ray_session(args.verbose):
+    with ray_session(args.verbose, ingress=cfg.serve.ingress):
         outcome = frontier(cfg, run, StudyRun(cfg, run).data, done["teacher"]["labeled"], depths=args.depths,
-                           seeds=args.seeds, max_drop_points=args.max_drop, resume=args.resume)
+                           seeds=args.seeds, max_drop_points=args.max_drop, resume=args.resume, http=args.http)
     result(outcome["recommendation"])
     result(f"frontier: {run.frontier_md}, {run.frontier_csv}, {run.plot(PLOT_FRONTIER)}")
     return 0

@@ -25,13 +25,18 @@ _RAY_ENV = {
 
 
 DASHBOARD_PORT = 8265
+# Ray Serve's switches for each ``serve.ingress``, read when Serve's processes start. haproxy:
+# Ray's HAProxy ingress in Ray's throughput-optimised mode (gRPC between replicas); each alone
+# gained less (benchmarks/serve_overhead.py, benchmarks/RESULTS.md).
+INGRESS_ENV = {"proxy": {}, "haproxy": {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}}
 
 
 @contextmanager
-def ray_session(verbose: bool = False, dashboard: bool = False) -> Iterator[None]:
+def ray_session(verbose: bool = False, dashboard: bool = False, ingress: str = "proxy") -> Iterator[None]:
     """Attach to ``RAY_ADDRESS`` when set (``ray job submit``), else start a private local Ray,
     with Ray's dashboard on 127.0.0.1:8265 when ``dashboard`` (off by default: it costs a
-    process and memory a laptop run does not need).
+    process and memory a laptop run does not need) and Serve's ``ingress`` (``serve.ingress``;
+    an attached cluster's is its own, set where its head started).
 
     Never attaches to a stray head by accident (``address="local"``); shuts down what it started.
     """
@@ -39,14 +44,22 @@ def ray_session(verbose: bool = False, dashboard: bool = False) -> Iterator[None
 
     for key, value in _RAY_ENV.items():
         os.environ.setdefault(key, value)
+    ingress_env = INGRESS_ENV[ingress]
+    before = {key: os.environ.get(key) for key in ingress_env}
     started = False
     if not ray.is_initialized():
         address = os.environ.get("RAY_ADDRESS") or "local"
         kwargs: dict[str, Any] = {"address": address, "log_to_driver": verbose}
         if address == "local":
+            os.environ.update(ingress_env)
             kwargs["include_dashboard"] = dashboard
             if dashboard:
                 kwargs.update(dashboard_host="127.0.0.1", dashboard_port=DASHBOARD_PORT)
+        elif ingress_env:
+            from raydistill.platform.logs import log
+
+            log.warning(f"serve.ingress={ingress}: {address}'s Serve uses the ingress its head was started "
+                        f"with; start it with {' '.join(f'{k}={v}' for k, v in ingress_env.items())}")
         if not verbose:
             kwargs["logging_level"] = "ERROR"
         _check_reachable(address)
@@ -61,6 +74,11 @@ def ray_session(verbose: bool = False, dashboard: bool = False) -> Iterator[None
     finally:
         if started:
             ray.shutdown()
+        for key, value in before.items():  # the switch belongs to the Ray this session started
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 @contextmanager

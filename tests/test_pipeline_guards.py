@@ -213,6 +213,34 @@ def test_a_local_run_starts_the_dashboard_only_when_asked_and_on_loopback(monkey
     assert _parser().parse_args(["run", "--dashboard"]).dashboard is True
 
 
+def test_serve_ingress_haproxy_switches_a_private_rays_serve_and_only_while_it_runs(monkeypatch, caplog) -> None:
+    """``serve.ingress: haproxy`` sets Ray's switch before a private Ray starts (Serve reads it
+    then) and takes it away after; an attached cluster's ingress is its own: say so."""
+    import ray
+
+    from raydistill.session import ray_session
+
+    switch = "RAY_SERVE_ENABLE_HA_PROXY"
+    at_init = {}
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv(switch, raising=False)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kwargs: at_init.update({switch: os.environ.get(switch)}))
+    monkeypatch.setattr(ray, "shutdown", lambda: None)
+    with ray_session(ingress="haproxy"):
+        assert os.environ[switch] == "1"
+    assert at_init[switch] == "1" and switch not in os.environ
+    with ray_session():
+        pass
+    assert at_init[switch] is None
+    monkeypatch.setenv("RAY_ADDRESS", "ray://cluster:10001")
+    with ray_session(ingress="haproxy"):
+        assert switch not in os.environ
+    assert f"start it with {switch}=1" in caplog.text
+    with pytest.raises(ConfigError, match="ingress"):
+        load_config(None, ["serve.ingress=nginx"])
+
+
 def test_an_older_runs_stages_json_moves_into_the_manifest_once(run) -> None:
     """Older runs kept the finished stages in stages.json: the first read moves them into the
     one ledger (with what they handed on) and removes the file; a record then adds to them."""

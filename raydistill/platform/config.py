@@ -25,6 +25,7 @@ STRATEGY_NAMES = ("bottom", "top", "even", "odd", "uniform", "custom", "random")
 ACQUISITION_NAMES = ("entropy", "margin", "least_confidence", "random", "bald")
 RANDOM_ACQUISITION = "random"  # the baseline arm active learning is compared with
 PRECISIONS = ("fp32", "int8", "bf16")  # what an exported model can run at (raydistill.platform.precision)
+INGRESSES = ("proxy", "haproxy")  # Serve's HTTP ingress (serve.ingress)
 
 
 class _Section(BaseModel):
@@ -224,6 +225,11 @@ class ServeConfig(_Section):
     # The numeric precision the models run at: fp32 as trained, int8 (CPU; per-channel dynamic
     # quantisation, raydistill.platform.precision) or bf16 (CUDA).
     precision: Literal[PRECISIONS] = "fp32"  # type: ignore[valid-type]
+    # Serve's HTTP ingress, chosen when a private Ray starts: Ray's Python proxy (only `host`
+    # listens), or Ray's HAProxy ingress in its throughput-optimised mode: about 1.6x the texts/s
+    # at 1 text a request on 2 cores (benchmarks/RESULTS.md), but Ray then binds the replicas'
+    # ports and HAProxy's stats and metrics ports to every interface.
+    ingress: Literal[INGRESSES] = "proxy"  # type: ignore[valid-type]
 
 
 class BenchConfig(_Section):

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from ray import serve
 
 from raydistill.platform.config import PRECISIONS, ExperimentConfig, ServeConfig, load_config
@@ -37,10 +37,22 @@ GATEWAY_MIN_ONGOING = 1024
 PROXY_TIMEOUT_MARGIN_S = 5.0
 
 
+class ModelSource(BaseModel):
+    """A model served from another directory of the run (a frontier depth's checkpoint) under
+    one of the API's model names, at a precision of its own; the run's shared tokenizer reads
+    its texts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_dir: str
+    precision: Literal[PRECISIONS] = "fp32"  # type: ignore[valid-type]
+
+
 class BuildArgs(BaseModel):
     """Arguments of :func:`build_app` (``serve run raydistill.serve.app:build_app key=value``).
 
-    ``run_dir`` is required; every other field overrides the run's ``serve`` config section.
+    ``run_dir`` is required. ``sources`` serves the named models from those directories instead
+    of the run's student and teacher. Every other field overrides the run's ``serve`` section.
     ``token`` falls back to the ``RAYDISTILL_API_TOKEN`` environment variable of the process
     that builds the app; an empty string turns the token off.
     """
@@ -50,6 +62,7 @@ class BuildArgs(BaseModel):
     run_dir: str
     token: str | None = None
     models: list[str] | None = None
+    sources: dict[str, ModelSource] | None = None
     max_batch_size: int | None = None
     batch_wait_timeout_s: float | None = None
     max_ongoing_requests: int | None = None
@@ -65,6 +78,14 @@ class BuildArgs(BaseModel):
     body_timeout_s: float | None = None
     precision: Literal[PRECISIONS] | None = None  # type: ignore[valid-type]
     request_timeout_s: float | None = None
+
+    @field_validator("sources")
+    @classmethod
+    def _api_names(cls, sources: dict[str, ModelSource] | None) -> dict[str, ModelSource] | None:
+        unknown = sorted(set(sources or {}) - set(MODEL_NAMES))
+        if unknown:
+            raise ValueError(f"sources are served as {' or '.join(MODEL_NAMES)} (the API's model names), not {unknown}")
+        return sources
 
     def overrides(self) -> dict[str, Any]:
         return {
@@ -119,8 +140,16 @@ def build_app(args: BuildArgs | dict[str, Any]) -> serve.Application:
     labels_file = run.label_names
     label_names = json.loads(labels_file.read_text(encoding="utf-8")) if labels_file.is_file() else None
     actor_options = {"num_cpus": settings.cpus_per_replica, "num_gpus": settings.gpus_per_replica}
+    if args.sources:  # name -> (directory, precision, facts for /v1/models, tokenizer directory)
+        entries = {name: (Path(src.model_dir), src.precision, {}, str(run.tokenizer))
+                   for name, src in args.sources.items()}
+    else:
+        entries = {name: (run.model(name), settings.precision, model_facts(run, name), None)
+                   for name in served_models(run, args.models)}
     models = {}
-    for name in served_models(run, args.models):
+    for name, (model_dir, precision, facts, tokenizer_dir) in entries.items():
+        if not has_model(model_dir):
+            raise CheckpointError(f"cannot serve {name!r}: {model_dir} holds no model ({MODEL_CONFIG})")
         models[name] = Classifier.options(
             name=name, logging_config=_logging(settings),
             num_replicas=settings.num_replicas,
@@ -128,15 +157,16 @@ def build_app(args: BuildArgs | dict[str, Any]) -> serve.Application:
             ray_actor_options=actor_options,
         ).bind(
             name,
-            str(run.root / name),
+            str(model_dir),
             max_batch_size=settings.max_batch_size,
             batch_wait_timeout_s=settings.batch_wait_timeout_s,
             max_length=cfg.tokenizer.max_length,
             threads=cfg.threads_per_worker,
             label_names=label_names,
-            facts=model_facts(run, name),
+            facts=facts,
             performance=cfg.performance.model_dump(),
-            precision=settings.precision,
+            precision=precision,
+            tokenizer_dir=tokenizer_dir,
         )
     gateway = Gateway.options(
         logging_config=_logging(settings),
@@ -224,6 +254,10 @@ class AppSpec:
     route_prefix: str = "/"
     overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
     models: list[str] | None = None
+    sources: dict[str, ModelSource] | None = None
+
+    def model_count(self, run: RunDir) -> int:
+        return len(self.sources) if self.sources else len(served_models(run, self.models))
 
 
 def deploy_many(
@@ -245,9 +279,9 @@ def deploy_many(
     targets, demands = [], []
     for spec in specs:
         settings = serve_settings(cfg, spec.overrides)
-        args = BuildArgs(run_dir=str(run.root), token=token, models=spec.models,
+        args = BuildArgs(run_dir=str(run.root), token=token, models=spec.models, sources=spec.sources,
                          **settings_overrides(spec.overrides))
-        n_models = len(served_models(run, spec.models))
+        n_models = spec.model_count(run)
         demands += [
             Demand("CPU", settings.cpus_per_replica, n_models * settings.num_replicas + settings.gateway_replicas,
                    "serve.cpus_per_replica x (models x num_replicas + gateway_replicas)"),

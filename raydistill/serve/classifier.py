@@ -67,6 +67,7 @@ class Classifier:
         facts: dict[str, Any] | None = None,
         performance: dict[str, Any] | None = None,
         precision: str = "fp32",
+        tokenizer_dir: str | None = None,
     ) -> None:
         import torch
 
@@ -74,7 +75,7 @@ class Classifier:
         self.max_batch_size = max_batch_size
         # ``performance``: the run's fast-path switches (bf16, compile, attention, pinned copies).
         self.predictor = Predictor(model_dir, max_length=max_length, label_names=label_names,
-                                   performance=performance, precision=precision)
+                                   performance=performance, precision=precision, tokenizer_dir=tokenizer_dir)
         if self.predictor.device.type == "cpu":
             # Ray sets OMP_NUM_THREADS from num_cpus; say it explicitly so ratios are fair.
             torch.set_num_threads(threads)

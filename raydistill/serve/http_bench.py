@@ -51,7 +51,7 @@ def serve_apps(
     if int8:
         specs.append(serve_app.AppSpec(name=INT8_APP, route_prefix="/int8", overrides={"precision": "int8"},
                                        models=["student"]))
-    specs = _fit_free_cpus(run, settings, specs, log)
+    specs = fit_free_cpus(run, settings, specs, log)
     serve_was_running = serve_app.serve_http_address() is not None
     try:
         if specs:
@@ -67,7 +67,7 @@ def serve_apps(
                 serve.delete(spec.name)
 
 
-def _fit_free_cpus(run: RunDir, settings: Any, specs: list[Any], log: Callable[[str], None]) -> list[Any]:
+def fit_free_cpus(run: RunDir, settings: Any, specs: list[Any], log: Callable[[str], None]) -> list[Any]:
     """The specs with ``cpus_per_replica`` scaled down when their replicas would not fit the
     free CPUs (three applications of four replicas on a 2-CPU machine). That number is Ray's
     accounting only: each replica still runs ``threads_per_worker`` torch threads, and the
@@ -75,14 +75,14 @@ def _fit_free_cpus(run: RunDir, settings: Any, specs: list[Any], log: Callable[[
     application would wait forever for CPUs."""
     import ray
 
-    replicas = sum(len(spec.models or serve_app.served_models(run)) + settings.gateway_replicas for spec in specs)
+    replicas = sum(spec.model_count(run) + settings.gateway_replicas for spec in specs)
     free = float(ray.available_resources().get("CPU", 0.0))
     if not specs or replicas * settings.cpus_per_replica <= free:
         return specs
     share = round(0.95 * free / replicas, 3)
     if share <= 0:
         raise ResourceError(f"no free CPU for the bench's {replicas} Serve replicas; stop other work on the cluster")
-    log(f"[bench] {replicas} replicas on {free:g} free CPUs: cpus_per_replica {share:g} for the bench's "
+    log(f"[serve] {replicas} replicas on {free:g} free CPUs: cpus_per_replica {share:g} for the bench's "
         "applications (Ray's accounting; each replica keeps its torch threads)")
     return [dataclasses.replace(spec, overrides={**spec.overrides, "cpus_per_replica": share}) for spec in specs]
 

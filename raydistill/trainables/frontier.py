@@ -6,7 +6,8 @@ like the sweep), with one layer strategy that works at every depth, chosen from 
 strategy table. Each depth's accuracy (mean over its seeds) is compared with the teacher's by the
 report's policy (cluster bootstrap, moderated seed variance, step-down, three verdicts at the
 report's margin); each model is timed in process, fp32 and int8, the teacher included, taking
-turns call by call. The recommendation is the fastest model whose accuracy is ``equivalent`` to
+turns call by call, and then over HTTP: each in turn behind one Serve application, loaded with
+``bench``'s largest concurrency and texts a request. The recommendation is the fastest model whose accuracy is ``equivalent`` to
 the teacher's (an int8 model also has to be ``equivalent`` to its own fp32), else the fastest
 within ``--max-drop`` points. Writes ``frontier.csv``, ``frontier.md`` and ``plots/frontier.png``.
 """
@@ -37,7 +38,9 @@ from raydistill.platform.rundir import (
 UNIVERSAL = ("uniform", "bottom", "top", "even", "odd")  # rules that may work at any depth
 MIN_SEEDS = 2
 COLUMNS = ["model", "layers", "precision", "params", "seeds", M.VAL_ACCURACY, "diff_vs_teacher", "ci_low",
-           "ci_high", "verdict", "int8_vs_fp32", "int8_verdict", "texts_per_s", "speedup", "pareto", "recommended"]
+           "ci_high", "verdict", "int8_vs_fp32", "int8_verdict", "texts_per_s", "speedup", "http_texts_per_s",
+           "http_speedup", "pareto", "recommended"]
+FRONTIER_APP = "raydistill-frontier"
 
 
 @dataclass(frozen=True)
@@ -153,7 +156,7 @@ def frontier_table(run: RunDir, cfg: ExperimentConfig, texts: list[str], *, thre
         index = 0 if kind == "teacher" else 1 + depths.index(k)
         texts_per_s = batch_size / float(np.median(timings[(kind, k, precision)]))
         row = {"model": kind, "layers": k, "precision": precision, "params": predictor.num_parameters,
-               "seeds": correct[index].shape[0], "texts_per_s": texts_per_s}
+               "seeds": correct[index].shape[0], "texts_per_s": texts_per_s, "model_dir": str(predictor.model_dir)}
         if precision == "fp32":
             row.update({M.VAL_ACCURACY: float(correct[index].mean())}, diff_vs_teacher=float(comparison.diff[index]),
                        ci_low=float(comparison.ci_low[index]), ci_high=float(comparison.ci_high[index]),
@@ -165,11 +168,52 @@ def frontier_table(run: RunDir, cfg: ExperimentConfig, texts: list[str], *, thre
             row.update({M.VAL_ACCURACY: float(mine.mean())}, seeds=1, diff_vs_teacher=float(mine.mean() - teacher_correct.mean()),
                        int8_vs_fp32=diff, int8_verdict=verdict_of(False, high < 0, low, high, margin))
         rows.append(row)
-    table = pd.DataFrame(rows, columns=COLUMNS)
+    table = pd.DataFrame(rows, columns=COLUMNS + ["model_dir"])
     teacher_speed = table[(table["model"] == "teacher") & (table["precision"] == "fp32")]["texts_per_s"].iloc[0]
     table["speedup"] = table["texts_per_s"] / teacher_speed
     table["pareto"] = _pareto(table)
     return table.sort_values(["texts_per_s"], ascending=False).reset_index(drop=True)
+
+
+def http_throughput(run: RunDir, cfg: ExperimentConfig, table: pd.DataFrame, texts: list[str]) -> pd.DataFrame:
+    """The table with each model's texts/s over HTTP: each model (fp32 and int8) served in turn as
+    the ``student`` of one Serve application (the Gateway and a batching Classifier, as
+    ``raydistill serve`` runs them) and loaded at ``bench``'s largest concurrency and texts a
+    request, within its per-level bounds; the application is removed after each."""
+    from ray import serve
+
+    from raydistill.serve import app as serve_app
+    from raydistill.serve.http_bench import fit_free_cpus
+    from raydistill.serve.loadgen import run_load
+
+    clients, per_request = max(cfg.bench.concurrency), max(cfg.bench.texts_per_request)
+    settings = serve_app.serve_settings(cfg)
+    serve_was_running = serve_app.serve_http_address() is not None
+    log.info(f"[frontier] {len(table)} models over HTTP in turn, {clients} clients x {per_request} texts a request")
+    speeds = {}
+    try:
+        for i, r in table.iterrows():
+            source = serve_app.ModelSource(model_dir=r["model_dir"], precision=r["precision"])
+            spec = serve_app.AppSpec(name=FRONTIER_APP, route_prefix="/frontier", sources={"student": source})
+            spec, = fit_free_cpus(run, settings, [spec], log.info)
+            url, = serve_app.deploy_many(run.root, [spec], token="")
+            try:
+                result = run_load(url, "student", texts, clients, max_requests=cfg.bench.requests_per_level,
+                                  max_seconds=cfg.bench.seconds_per_level, texts_per_request=per_request,
+                                  timeout_s=settings.request_timeout_s, warmup_requests=min(clients, 8))
+            finally:
+                serve.delete(FRONTIER_APP)
+            speeds[i] = result["texts_per_s"] if result["ok"] else float("nan")
+            log.info(f"[frontier] http {_name(r):28s}: {speeds[i]:8.1f} texts/s, errors {result['errors']} "
+                     f"{result['outcomes'] if result['errors'] else ''}".rstrip())
+    finally:
+        if not serve_was_running:
+            serve.shutdown()
+    table = table.copy()
+    table["http_texts_per_s"] = pd.Series(speeds)
+    teacher = table[(table["model"] == "teacher") & (table["precision"] == "fp32")]["http_texts_per_s"].iloc[0]
+    table["http_speedup"] = table["http_texts_per_s"] / teacher
+    return table
 
 
 def _pareto(table: pd.DataFrame) -> list[bool]:
@@ -209,19 +253,26 @@ def write_frontier(run: RunDir, table: pd.DataFrame, plan: FrontierPlan, sentenc
     atomic_write_text(run.frontier_csv, table.to_csv(index=False))
     lines = ["# The depth frontier", "", f"Strategy: {plan.reason}. Depths {plan.depths}, seeds {plan.seeds}; "
              f"accuracy on validation against the teacher's ({CONFIDENCE} intervals, margin "
-             f"{100 * margin:g} point(s)); texts/s in process, the models taking turns.", "",
+             f"{100 * margin:g} point(s)); texts/s in process, the models taking turns, and over HTTP through "
+             "one Serve application (empty with --no-http).", "",
              f"**{sentence}**", "",
-             "| model | layers | precision | val acc | vs teacher, points | verdict | int8 vs fp32 | texts/s | x teacher |",
-             "|" + "---|" * 9]
+             "| model | layers | precision | val acc | vs teacher, points | verdict | int8 vs fp32 | texts/s | x teacher "
+             "| HTTP texts/s | x teacher |",
+             "|" + "---|" * 11]
     for r in table.itertuples():
         interval = ("" if pd.isna(r.ci_low) else f" [{100 * r.ci_low:+.1f}, {100 * r.ci_high:+.1f}]")
         int8 = "" if pd.isna(r.int8_vs_fp32) else f"{100 * r.int8_vs_fp32:+.1f} ({r.int8_verdict})"
         lines.append(f"| {r.model} | {r.layers} | {r.precision} | {r.val_accuracy:.4f} | "
                      f"{100 * r.diff_vs_teacher:+.1f}{interval} | {'' if pd.isna(r.verdict) else r.verdict} | {int8} | "
-                     f"{r.texts_per_s:,.0f} | {r.speedup:.2f} |")
+                     f"{r.texts_per_s:,.0f} | {r.speedup:.2f} | {_maybe(r.http_texts_per_s, ',.0f')} | "
+                     f"{_maybe(r.http_speedup, '.2f')} |")
     lines += ["", f"![accuracy against throughput](plots/{PLOT_FRONTIER})", ""]
     atomic_write_text(run.frontier_md, "\n".join(lines))
     plot_frontier(table, run.plot(PLOT_FRONTIER))
+
+
+def _maybe(value: float, spec: str) -> str:
+    return "" if pd.isna(value) else format(value, spec)
 
 
 def plot_frontier(table: pd.DataFrame, path: Path) -> None:
@@ -257,13 +308,17 @@ def plot_frontier(table: pd.DataFrame, path: Path) -> None:
 
 def frontier(cfg: ExperimentConfig, run: RunDir, data, labeled: list[int], *, depths: Sequence[int] | None = None,
              seeds: Sequence[int] | None = None, max_drop_points: float | None = None, resume: bool = False,
-             threads: int = 2, batch_size: int = 32, seconds: float = 30.0) -> dict[str, Any]:
-    """The whole command: plan, trials, table, recommendation, files. Returns the summary."""
+             threads: int = 2, batch_size: int = 32, seconds: float = 30.0, http: bool = True) -> dict[str, Any]:
+    """The whole command: plan, trials, table (over HTTP too unless ``http=False``),
+    recommendation, files. Returns the summary."""
     plan = plan_frontier(run, cfg, depths, seeds)
     run_frontier(cfg, run, data, labeled, plan, resume=resume)
     texts = [t for t in data.dataset.split("validation").texts]
     margin = cfg.report.margin_fraction
     table = frontier_table(run, cfg, texts, threads=threads, batch_size=batch_size, seconds=seconds, margin=margin)
+    if http:
+        table = http_throughput(run, cfg, table, texts)
+    table = table.drop(columns="model_dir")
     index, sentence = recommend(table, max_drop_points)
     table["recommended"] = [i == index for i in range(len(table))]
     write_frontier(run, table, plan, sentence, margin)

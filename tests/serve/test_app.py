@@ -11,6 +11,7 @@ import time
 import httpx
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from raydistill.serve.app import BuildArgs, build_app, serve_settings
 from raydistill.serve.classifier import FailedRequest, predict_isolated
@@ -90,6 +91,26 @@ def test_build_args_follow_serve_builder_convention(tiny_run):
     assert BuildArgs(run_dir="x", max_batch_size=4, token="t").overrides() == {"max_batch_size": 4}
     with pytest.raises(Exception, match="not_a_setting"):
         build_app({"run_dir": str(tiny_run), "not_a_setting": 1})
+
+
+def test_models_from_other_directories_of_the_run_are_served_under_the_apis_names(tiny_run):
+    """``sources`` (the frontier's checkpoints): any model directory, at its own precision, as
+    ``student`` or ``teacher``; a directory without a model, or another name, is refused before
+    Serve sees it."""
+    from raydistill.platform.errors import CheckpointError
+    from raydistill.serve.app import ModelSource
+
+    app = build_app({"run_dir": str(tiny_run), "sources": {
+        "student": {"model_dir": str(tiny_run / "teacher"), "precision": "int8"}}})
+    models = app._bound_deployment.init_args[0]  # the Gateway's first argument: its model handles
+    assert list(models) == ["student"]
+    bound = models["student"]._bound_deployment
+    assert bound.init_args[1] == str(tiny_run / "teacher") and bound.init_kwargs["precision"] == "int8"
+    assert bound.init_kwargs["tokenizer_dir"] == str(tiny_run / "tokenizer")
+    with pytest.raises(CheckpointError, match="'student'.*holds no model"):
+        build_app({"run_dir": str(tiny_run), "sources": {"student": ModelSource(model_dir=str(tiny_run / "nowhere"))}})
+    with pytest.raises(ValidationError, match="API's model names"):
+        BuildArgs(run_dir=str(tiny_run), sources={"small": ModelSource(model_dir=str(tiny_run / "student"))})
 
 
 @pytest.mark.unit

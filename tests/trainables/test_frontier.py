@@ -1,6 +1,6 @@
 """The depth frontier (``raydistill frontier``): students of other depths distilled from the run's
-teacher as Tune trials, compared with the teacher by the report's policy, timed fp32 and int8,
-one recommendation; resumable like the sweep."""
+teacher as Tune trials, compared with the teacher by the report's policy, timed fp32 and int8 in
+process and over HTTP, one recommendation; resumable like the sweep."""
 
 from __future__ import annotations
 
@@ -54,6 +54,13 @@ def test_the_frontier_distils_times_and_recommends(study_copy) -> None:
     int8 = table[table["precision"] == "int8"]
     assert int8["int8_verdict"].isin([WORSE, EQUIVALENT, INCONCLUSIVE]).all() and (int8["seeds"] == 1).all()
     assert (table["texts_per_s"] > 0).all() and (table["params"] > 0).all()
+    # every model answered over HTTP through one Serve application, gone afterwards
+    from raydistill.serve.app import serve_http_address
+
+    assert (table["http_texts_per_s"] > 0).all()
+    teacher_fp32 = table[(table["model"] == "teacher") & (table["precision"] == "fp32")]
+    assert teacher_fp32["http_speedup"].iloc[0] == pytest.approx(1.0)
+    assert serve_http_address() is None
     assert table.set_index(["layers", "precision"]).loc[(1, "fp32"), "params"] < table.set_index(
         ["layers", "precision"]).loc[(n, "fp32"), "params"]
     assert table["pareto"].any() and table["recommended"].sum() == 1  # --max-drop 100 admits any student
