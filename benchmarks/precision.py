@@ -85,7 +85,7 @@ def timed_passes(predictors: dict[str, Predictor], texts: list[str], repeats: in
 def compare(logits: dict[str, np.ndarray], labels: np.ndarray, groups: np.ndarray | None,
             margin: float) -> dict[str, float | str]:
     """Accuracies, agreement, and int8 − fp32 with its interval and verdict (the report's)."""
-    from raydistill.platform.report.metrics import correctness
+    from raydistill.platform.metrics import correctness
     from raydistill.platform.report.stats import paired_bootstrap, verdict_of
 
     fp32, int8 = (correctness(logits[p], labels) for p in PRECISIONS)
