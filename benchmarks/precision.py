@@ -40,7 +40,7 @@ def validation_evidence(run_dir: Path) -> tuple[list[str], np.ndarray, np.ndarra
     report's margin (a fraction) and the tokenizer's max_length."""
     from raydistill.platform.config import load_config
     from raydistill.platform.data import load_dataset
-    from raydistill.platform.report.trials import optional_array, optional_json
+    from raydistill.platform.report.run_files import optional_array, optional_json
     from raydistill.platform.rundir import RunDir
 
     run = RunDir.existing(run_dir)
@@ -85,8 +85,9 @@ def timed_passes(predictors: dict[str, Predictor], texts: list[str], repeats: in
 def compare(logits: dict[str, np.ndarray], labels: np.ndarray, groups: np.ndarray | None,
             margin: float) -> dict[str, float | str]:
     """Accuracies, agreement, and int8 − fp32 with its interval and verdict (the report's)."""
-    from raydistill.platform.report.metrics import correctness
-    from raydistill.platform.report.stats import paired_bootstrap, verdict_of
+    from raydistill.platform.metrics import correctness
+    from raydistill.platform.report.bootstrap import paired_bootstrap
+    from raydistill.platform.report.stats import verdict_of
 
     fp32, int8 = (correctness(logits[p], labels) for p in PRECISIONS)
     diff, low, high = paired_bootstrap(int8, fp32, groups=groups)
