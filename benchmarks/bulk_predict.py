@@ -5,7 +5,7 @@ them with ``predict_file`` (Ray Data ``map_batches``, one model actor) and, firs
 model in this process (``Predictor.predict`` on the same batches, the same threads). Reports
 texts/s of both and their ratio, and the peak resident memory of every process (the driver,
 Ray's workers: the model actor and the read tasks), sampled from ``/proc`` while it runs, so
-"memory flat over input size" is a measurement.
+"memory flat over input size" is a measurement, with the model actor's memory over its life.
 
     python benchmarks/bulk_predict.py RUN_DIR --rows 20000 200000 --precision int8
 
@@ -32,10 +32,12 @@ from raydistill.platform.rundir import RunDir
 
 
 class MemorySampler:
-    """Peak VmRSS (MiB) per process whose command line mentions Ray or Python, every 0.2 s."""
+    """Peak VmRSS (MiB) per process whose command line mentions Ray or Python, every 0.2 s, and
+    each process's RSS over time (flat memory is a line that stops rising, not two peaks)."""
 
     def __init__(self) -> None:
         self.peaks: dict[int, tuple[str, float]] = {}
+        self.traces: dict[int, list[float]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -59,8 +61,16 @@ class MemorySampler:
                     continue
                 rss = next((int(line.split()[1]) / 1024 for line in status.splitlines() if line.startswith("VmRSS")), 0.0)
                 name = cmd.split()[0] if cmd else "?"
+                self.traces.setdefault(int(pid), []).append(rss)
                 if rss > self.peaks.get(int(pid), ("", 0.0))[1]:
                     self.peaks[int(pid)] = (name[:60], rss)
+
+    def largest_over_time(self, points: int = 5) -> list[float]:
+        """RSS of the process with the highest peak (the model actor) at ``points`` evenly
+        spaced moments of its life, the last one its end."""
+        pid = max(self.peaks, key=lambda p: self.peaks[p][1])
+        trace = self.traces[pid]
+        return [round(trace[min(len(trace) - 1, (len(trace) * (i + 1)) // points - 1)]) for i in range(points)]
 
     def by_kind(self) -> dict[str, float]:
         """The largest peak of each kind of process (the driver is this one)."""
@@ -119,7 +129,8 @@ def main() -> None:
                                    threads_per_actor=args.threads)
             row = {"rows": n, "seconds": round(out["seconds"], 1), "texts_per_s": round(out["texts_per_s"], 1),
                    "share_of_in_process": round(out["texts_per_s"] / baseline, 3),
-                   "peak_rss_mib": {k: round(v) for k, v in list(memory.by_kind().items())[:6]}}
+                   "peak_rss_mib": {k: round(v) for k, v in list(memory.by_kind().items())[:6]},
+                   "largest_process_rss_mib_over_time": memory.largest_over_time()}
             rows.append(row)
             print(json.dumps(row), flush=True)
     finally:
@@ -129,11 +140,13 @@ def main() -> None:
               "in_process_texts_per_s": round(baseline, 1), "runs": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
-    print("| rows | seconds | texts/s | share of in process | peak RSS (MiB), by process |")
-    print("|---|---|---|---|---|")
+    print("| rows | seconds | texts/s | share of in process | peak RSS (MiB), by process | largest process's RSS over its life |")
+    print("|---|---|---|---|---|---|")
     for r in rows:
         peaks = ", ".join(f"{k} {v}" for k, v in r["peak_rss_mib"].items())
-        print(f"| {r['rows']:,} | {r['seconds']} | {r['texts_per_s']} | {100 * r['share_of_in_process']:.0f}% | {peaks} |")
+        trace = " → ".join(map(str, r["largest_process_rss_mib_over_time"]))
+        print(f"| {r['rows']:,} | {r['seconds']} | {r['texts_per_s']} | {100 * r['share_of_in_process']:.0f}% | {peaks} "
+              f"| {trace} |")
 
 
 if __name__ == "__main__":
