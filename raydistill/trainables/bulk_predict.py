@@ -54,7 +54,7 @@ class _Model:
         out[SCORE] = [a["score"] for a in answers]
         for name in self.predictor.labels:
             out[f"{SCORE}_{name}"] = [a["scores"][name] for a in answers]
-        release_freed_memory()  # else glibc keeps the widest batch's activations: RSS climbs
+        release_freed_memory()  # glibc keeps the freed heap otherwise: the actor's RSS climbs
         return out
 
 
