@@ -6,6 +6,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import os
 import platform
 from pathlib import Path
 
@@ -62,8 +63,6 @@ def process_tree_cpu(root: int | None = None) -> dict[int, tuple[str, float]]:
     starts (GCS, raylet, workers, Serve's proxy and replicas, HAProxy) are all descendants, so
     the difference of two snapshots says where a benchmark's CPU went. Linux only (``/proc``);
     empty elsewhere."""
-    import os
-
     proc = Path("/proc")
     if not proc.is_dir():
         return {}

@@ -82,7 +82,7 @@ def fit_free_cpus(run: RunDir, settings: Any, specs: list[Any], log: Callable[[s
     share = round(0.95 * free / replicas, 3)
     if share <= 0:
         raise ResourceError(f"no free CPU for the bench's {replicas} Serve replicas; stop other work on the cluster")
-    log(f"[serve] {replicas} replicas on {free:g} free CPUs: cpus_per_replica {share:g} for the bench's "
+    log(f"[serve] {replicas} replicas on {free:g} free CPUs: cpus_per_replica {share:g} for these "
         "applications (Ray's accounting; each replica keeps its torch threads)")
     return [dataclasses.replace(spec, overrides={**spec.overrides, "cpus_per_replica": share}) for spec in specs]
 
