@@ -1,8 +1,9 @@
 """``raydistill predict`` on Ray Data against plain in-process inference, on the same cores.
 
 Builds tables of ``--rows`` sentences from the run's own data (its sentences repeated), labels
-them with ``predict_file`` (Ray Data ``map_batches``, one model actor) and, first, with the same
-model in this process (``Predictor.predict`` on the same batches, the same threads). Reports
+them with ``predict_file`` (Ray Data ``map_batches``, one model actor) and, before and after
+each table, with the same model in this process (``Predictor.predict`` on the same batches, the
+same threads; the share is of the mean of the two, as this machine drifts over minutes). Reports
 texts/s of both and their ratio, and the peak resident memory of every process (the driver,
 Ray's workers: the model actor and the read tasks), sampled from ``/proc`` while it runs, so
 "memory flat over input size" is a measurement, with the model actor's memory over its life.
@@ -114,9 +115,9 @@ def main() -> None:
     data = load_dataset(load_config(run.config).data)
     sentences = [t for split in ("train", "validation", "test") for t in data.split(split).texts]
     tmp = Path(tempfile.mkdtemp(prefix="bulk-predict-"))
-    baseline = in_process(run, [sentences[i % len(sentences)] for i in range(args.baseline_rows)],
-                          args.precision, args.threads)
-    print(f"in process: {baseline:.1f} texts/s ({args.baseline_rows:,} rows, {args.precision})", flush=True)
+    baseline_texts = [sentences[i % len(sentences)] for i in range(args.baseline_rows)]
+    baselines = [in_process(run, baseline_texts, args.precision, args.threads)]
+    print(f"in process: {baselines[0]:.1f} texts/s ({args.baseline_rows:,} rows, {args.precision})", flush=True)
     ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     rows = []
     try:
@@ -127,7 +128,13 @@ def main() -> None:
             with MemorySampler() as memory:
                 out = predict_file(run.root, source, tmp / f"labelled-{n}.parquet", precision=args.precision,
                                    threads_per_actor=args.threads)
+            # in process again after each table: this VM drifts by 10% and more over minutes, so
+            # each share is of the mean of the in-process figures on either side of it
+            baselines.append(in_process(run, baseline_texts, args.precision, args.threads))
+            print(f"in process: {baselines[-1]:.1f} texts/s", flush=True)
+            baseline = (baselines[-2] + baselines[-1]) / 2
             row = {"rows": n, "seconds": round(out["seconds"], 1), "texts_per_s": round(out["texts_per_s"], 1),
+                   "in_process_texts_per_s": round(baseline, 1),
                    "share_of_in_process": round(out["texts_per_s"] / baseline, 3),
                    "peak_rss_mib": {k: round(v) for k, v in list(memory.by_kind().items())[:6]},
                    "largest_process_rss_mib_over_time": memory.largest_over_time()}
@@ -137,7 +144,7 @@ def main() -> None:
         ray.shutdown()
     result = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cpu": cpu_name(),
               "cores": os.cpu_count(), "precision": args.precision, "threads": args.threads,
-              "in_process_texts_per_s": round(baseline, 1), "runs": rows}
+              "in_process_texts_per_s": [round(b, 1) for b in baselines], "runs": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
     print("| rows | seconds | texts/s | share of in process | peak RSS (MiB), by process | largest process's RSS over its life |")
