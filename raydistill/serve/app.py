@@ -11,14 +11,14 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from ray import serve
 
 from raydistill.platform.config import PRECISIONS, ExperimentConfig, ServeConfig, load_config
-from raydistill.platform.errors import CheckpointError, ConfigError, RaydistillError
+from raydistill.platform.errors import CheckpointError, ConfigError, RaydistillError, ResourceError
 from raydistill.platform.logs import quiet_libraries
 from raydistill.platform.rundir import MODEL_CONFIG, RunDir, atomic_write_text, has_model
 from raydistill.serve.classifier import Classifier
@@ -258,6 +258,26 @@ class AppSpec:
 
     def model_count(self, run: RunDir) -> int:
         return len(self.sources) if self.sources else len(served_models(run, self.models))
+
+
+def fit_free_cpus(run: RunDir, settings: ServeConfig, specs: list[AppSpec], log: Callable[[str], None]) -> list[AppSpec]:
+    """The specs with ``cpus_per_replica`` scaled down when their replicas would not fit the
+    free CPUs (the bench's three applications of four replicas on a 2-CPU machine). That number
+    is Ray's accounting only: each replica still runs ``threads_per_worker`` torch threads, and
+    the bench and the frontier load one model at a time, so the measurement does not change;
+    without it the last application would wait forever for CPUs."""
+    import ray
+
+    replicas = sum(spec.model_count(run) + settings.gateway_replicas for spec in specs)
+    free = float(ray.available_resources().get("CPU", 0.0))
+    if not specs or replicas * settings.cpus_per_replica <= free:
+        return specs
+    share = round(0.95 * free / replicas, 3)
+    if share <= 0:
+        raise ResourceError(f"no free CPU for {replicas} Serve replicas; stop other work on the cluster")
+    log(f"[serve] {replicas} replicas on {free:g} free CPUs: cpus_per_replica {share:g} for these "
+        "applications (Ray's accounting; each replica keeps its torch threads)")
+    return [dataclasses.replace(spec, overrides={**spec.overrides, "cpus_per_replica": share}) for spec in specs]
 
 
 def deploy_many(

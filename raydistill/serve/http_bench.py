@@ -4,14 +4,12 @@ texts-per-request setting."""
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
 from raydistill.platform import logs
 from raydistill.platform.config import BenchConfig, ExperimentConfig
-from raydistill.platform.errors import ResourceError
 from raydistill.platform.rundir import RunDir
 from raydistill.serve import app as serve_app
 from raydistill.platform.bench_format import split_key
@@ -51,7 +49,7 @@ def serve_apps(
     if int8:
         specs.append(serve_app.AppSpec(name=INT8_APP, route_prefix="/int8", overrides={"precision": "int8"},
                                        models=["student"]))
-    specs = fit_free_cpus(run, settings, specs, log)
+    specs = serve_app.fit_free_cpus(run, settings, specs, log)
     serve_was_running = serve_app.serve_http_address() is not None
     try:
         if specs:
@@ -65,26 +63,6 @@ def serve_apps(
         else:
             for spec in specs:
                 serve.delete(spec.name)
-
-
-def fit_free_cpus(run: RunDir, settings: Any, specs: list[Any], log: Callable[[str], None]) -> list[Any]:
-    """The specs with ``cpus_per_replica`` scaled down when their replicas would not fit the
-    free CPUs (three applications of four replicas on a 2-CPU machine). That number is Ray's
-    accounting only: each replica still runs ``threads_per_worker`` torch threads, and the
-    bench loads one series at a time, so the measurement does not change; without it the last
-    application would wait forever for CPUs."""
-    import ray
-
-    replicas = sum(spec.model_count(run) + settings.gateway_replicas for spec in specs)
-    free = float(ray.available_resources().get("CPU", 0.0))
-    if not specs or replicas * settings.cpus_per_replica <= free:
-        return specs
-    share = round(0.95 * free / replicas, 3)
-    if share <= 0:
-        raise ResourceError(f"no free CPU for the bench's {replicas} Serve replicas; stop other work on the cluster")
-    log(f"[serve] {replicas} replicas on {free:g} free CPUs: cpus_per_replica {share:g} for these "
-        "applications (Ray's accounting; each replica keeps its torch threads)")
-    return [dataclasses.replace(spec, overrides={**spec.overrides, "cpus_per_replica": share}) for spec in specs]
 
 
 def measure_http(

@@ -7,9 +7,9 @@ strategy table. Each depth's accuracy (mean over its seeds) is compared with the
 report's policy (cluster bootstrap, moderated seed variance, step-down, three verdicts at the
 report's margin); each model is timed in process, fp32 and int8, the teacher included, taking
 turns call by call, and then over HTTP: each in turn behind one Serve application, loaded with
-``bench``'s largest concurrency and texts a request. The recommendation is the fastest model whose accuracy is ``equivalent`` to
-the teacher's (an int8 model also has to be ``equivalent`` to its own fp32), else the fastest
-within ``--max-drop`` points. Writes ``frontier.csv``, ``frontier.md`` and ``plots/frontier.png``.
+``bench``'s largest concurrency and texts a request. The recommendation is the fastest model
+whose accuracy is ``equivalent`` to the teacher's (an int8 model also has to be ``equivalent``
+to its own fp32), else the fastest within ``--max-drop`` points. Writes ``frontier.csv``, ``frontier.md`` and ``plots/frontier.png``.
 """
 
 from __future__ import annotations
@@ -169,8 +169,7 @@ def frontier_table(run: RunDir, cfg: ExperimentConfig, texts: list[str], *, thre
                        int8_vs_fp32=diff, int8_verdict=verdict_of(False, high < 0, low, high, margin))
         rows.append(row)
     table = pd.DataFrame(rows, columns=COLUMNS + ["model_dir"])
-    teacher_speed = table[(table["model"] == "teacher") & (table["precision"] == "fp32")]["texts_per_s"].iloc[0]
-    table["speedup"] = table["texts_per_s"] / teacher_speed
+    table["speedup"] = _over_teacher(table, "texts_per_s")
     table["pareto"] = _pareto(table)
     return table.sort_values(["texts_per_s"], ascending=False).reset_index(drop=True)
 
@@ -183,7 +182,6 @@ def http_throughput(run: RunDir, cfg: ExperimentConfig, table: pd.DataFrame, tex
     from ray import serve
 
     from raydistill.serve import app as serve_app
-    from raydistill.serve.http_bench import fit_free_cpus
     from raydistill.serve.loadgen import run_load
 
     clients, per_request = max(cfg.bench.concurrency), max(cfg.bench.texts_per_request)
@@ -195,7 +193,7 @@ def http_throughput(run: RunDir, cfg: ExperimentConfig, table: pd.DataFrame, tex
         for i, r in table.iterrows():
             source = serve_app.ModelSource(model_dir=r["model_dir"], precision=r["precision"])
             spec = serve_app.AppSpec(name=FRONTIER_APP, route_prefix="/frontier", sources={"student": source})
-            spec, = fit_free_cpus(run, settings, [spec], log.info)
+            spec, = serve_app.fit_free_cpus(run, settings, [spec], log.info)
             url, = serve_app.deploy_many(run.root, [spec], token="")
             try:
                 result = run_load(url, "student", texts, clients, max_requests=cfg.bench.requests_per_level,
@@ -211,9 +209,14 @@ def http_throughput(run: RunDir, cfg: ExperimentConfig, table: pd.DataFrame, tex
             serve.shutdown()
     table = table.copy()
     table["http_texts_per_s"] = pd.Series(speeds)
-    teacher = table[(table["model"] == "teacher") & (table["precision"] == "fp32")]["http_texts_per_s"].iloc[0]
-    table["http_speedup"] = table["http_texts_per_s"] / teacher
+    table["http_speedup"] = _over_teacher(table, "http_texts_per_s")
     return table
+
+
+def _over_teacher(table: pd.DataFrame, column: str) -> pd.Series:
+    """``column`` of every model as a multiple of the fp32 teacher's."""
+    teacher = table[(table["model"] == "teacher") & (table["precision"] == "fp32")][column].iloc[0]
+    return table[column] / teacher
 
 
 def _pareto(table: pd.DataFrame) -> list[bool]:
